@@ -1,0 +1,101 @@
+"""Reward functions: TRL's contract, both completion shapes, weights, bad input, pickling."""
+
+import logging
+import pickle
+
+import pytest
+
+from trl_gsm8k import rewards
+from trl_gsm8k.rewards import (
+    REWARDS,
+    CorrectnessReward,
+    LengthReward,
+    ShapedReward,
+    correctness_reward,
+    correctness_reward_strict,
+    format_reward,
+    length_reward,
+    shaped_reward,
+)
+
+GOOD = "She has 16 - 3 - 4 = 9 eggs and sells them at $2 each: 9 * 2 = 18.\n#### 18"
+
+
+def chat(text):
+    return [{"role": "assistant", "content": text}]
+
+
+@pytest.mark.parametrize("wrap", [lambda t: t, chat])
+def test_correctness_accepts_strings_and_chat_messages(wrap):
+    completions = [wrap(GOOD), wrap("The answer is \\boxed{18}."), wrap("9 * 2 = 18"), wrap("#### 17")]
+    assert correctness_reward(completions, answer=["#### 18"] * 4) == [1.0, 1.0, 0.0, 0.0]
+    assert correctness_reward_strict(completions, answer=["18"] * 4) == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_answer_column_may_be_full_text_or_bare_number():
+    gsm8k_answer = "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\n#### 18"
+    assert correctness_reward([GOOD, GOOD, GOOD], answer=[gsm8k_answer, "18", 18]) == [1.0, 1.0, 1.0]
+
+
+def test_trainer_keyword_arguments_are_accepted():
+    out = correctness_reward(
+        prompts=["q"], completions=[GOOD], completion_ids=[[1, 2]], answer=["18"], question=["q"],
+        trainer_state=None, log_extra=None, log_metric=None,
+    )
+    assert out == [1.0]
+
+
+def test_format_reward_wants_a_last_hash_line():
+    assert format_reward([GOOD, "#### 18\nHope this helps!", "\\boxed{18}", "####", chat(GOOD + "\n\n")]) == [
+        1.0, 0.0, 0.0, 0.0, 1.0,
+    ]
+
+
+def test_length_reward_window():
+    assert length_reward(["x" * 50, "x" * 51, "x" * 499, "x" * 500]) == [0.0, 1.0, 1.0, 0.0]
+    assert LengthReward(0, 10)(["abc", "x" * 20]) == [1.0, 0.0]
+    with pytest.raises(ValueError):
+        LengthReward(100, 10)
+
+
+def test_shaped_reward_uses_the_tutorial_weights():
+    out = shaped_reward([GOOD, "#### 18", "#### 17", "nothing"], answer=["18"] * 4)
+    assert out == pytest.approx([1.15, 1.1, 0.1, 0.0])
+    custom = ShapedReward(correctness_weight=2.0, format_weight=0.5, length_weight=0.0)
+    assert custom([GOOD], answer=["18"]) == pytest.approx([2.5])
+
+
+def test_rewards_pickle_and_keep_their_names():
+    for fn in (ShapedReward(format_weight=0.3), CorrectnessReward("strict"), LengthReward(1, 2)):
+        clone = pickle.loads(pickle.dumps(fn))
+        assert clone.__name__ == fn.__name__ and repr(clone) == repr(fn)
+    assert pickle.loads(pickle.dumps(shaped_reward)) is shaped_reward
+    assert set(REWARDS) == {"correctness", "correctness_strict", "format", "length", "shaped"}
+
+
+@pytest.mark.parametrize("fn", [correctness_reward, correctness_reward_strict, format_reward, length_reward, shaped_reward])
+def test_bad_completions_get_zero_never_an_exception(fn):
+    bad = ["", None, "7" * 1_000_000, r"\boxed{9^{9^{9^{9^{9}}}}}", "#### " + "9" * 5000, 42, [], [{"content": None}]]
+    out = fn(bad, answer=["18"] * len(bad))
+    assert len(out) == len(bad)
+    assert all(r is not None and r >= 0.0 for r in out)
+    assert all(r == 0.0 for r in out[:2])
+
+
+def test_unreadable_gold_gives_none_and_warns_once(caplog):
+    rewards._warned_golds.clear()
+    with caplog.at_level(logging.WARNING, logger="trl_gsm8k.rewards"):
+        out = correctness_reward([GOOD, GOOD, GOOD], answer=["#### eighteen", "#### eighteen", "18"])
+        shaped = shaped_reward([GOOD], answer=["#### eighteen"])
+    assert out == [None, None, 1.0]
+    assert shaped == [None]
+    assert sum("eighteen" in r.message for r in caplog.records) == 1
+
+
+def test_missing_or_mismatched_answer_column_is_a_clear_error():
+    with pytest.raises(ValueError, match="answer` column"):
+        correctness_reward([GOOD])
+    with pytest.raises(ValueError, match="2 completions but 1 answers"):
+        correctness_reward([GOOD, GOOD], answer=["18"])
+    with pytest.raises(ValueError, match="mode"):
+        CorrectnessReward("lenient")

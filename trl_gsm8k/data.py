@@ -1,0 +1,128 @@
+"""GSM8K loading and the prompt, defined once for training and evaluation.
+
+The original release (train 7,473 / test 1,319 rows, MIT, Cobbe et al. 2021) ships inside the package, so training,
+evaluation and tests work offline. A local directory of the release files or the Hub dataset are one argument away.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from datasets import Dataset
+
+from .answers import extract_gold, strip_annotations
+
+SPLITS = ("train", "test")
+HUB_DATASET = "openai/gsm8k"
+BUNDLED = "bundled"
+
+SYSTEM_PROMPT = (
+    "You are a careful math tutor. Solve the problem step by step, showing each calculation. "
+    "End your response with a last line of the form '#### <number>', where <number> is the final answer "
+    "as a plain number with no units."
+)
+"""The instruction every prompt carries, in training and in evaluation."""
+
+PromptFormat = Literal["chat", "plain"]
+
+
+def build_prompt(question: str, prompt_format: PromptFormat = "chat", system_prompt: str = SYSTEM_PROMPT):
+    """The prompt for one question: chat messages (system + user), or one plain-text string.
+
+    >>> build_prompt("What is 2 + 3?")[1]
+    {'role': 'user', 'content': 'What is 2 + 3?'}
+    >>> print(build_prompt("What is 2 + 3?", "plain").splitlines()[-1])
+    Answer:
+    """
+    if prompt_format == "chat":
+        return [{"role": "system", "content": system_prompt}, {"role": "user", "content": question}]
+    if prompt_format == "plain":
+        return f"{system_prompt}\n\nQuestion: {question}\nAnswer:"
+    raise ValueError(f"prompt_format must be 'chat' or 'plain', got {prompt_format!r}")
+
+
+def read_rows(split: str = "train", source: str = BUNDLED) -> list[dict]:
+    """The raw ``{"question", "answer"}`` rows of one split.
+
+    Args:
+        split: ``"train"`` or ``"test"``.
+        source: ``"bundled"`` (the copy shipped in this package), a local directory holding the release's
+            ``train.jsonl``/``test.jsonl`` (optionally ``.gz``), or ``"openai/gsm8k"`` (the Hub, through ``datasets``).
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if source == BUNDLED:
+        path = resources.files("trl_gsm8k") / "resources" / "gsm8k" / f"{split}.jsonl.gz"
+        with path.open("rb") as raw, gzip.open(raw, "rt", encoding="utf-8") as f:
+            return _read_jsonl(f, f"bundled {split}")
+    if source == HUB_DATASET:
+        from datasets import load_dataset
+
+        return [dict(r) for r in load_dataset(HUB_DATASET, "main", split=split)]
+    directory = Path(os.path.expanduser(source))
+    if not directory.is_dir():
+        raise FileNotFoundError(
+            f"GSM8K source {source!r} is neither 'bundled', {HUB_DATASET!r}, nor an existing directory "
+            f"holding {split}.jsonl (the grade-school-math release files)."
+        )
+    for name, opener in ((f"{split}.jsonl", open), (f"{split}.jsonl.gz", gzip.open)):
+        if (directory / name).is_file():
+            with opener(directory / name, "rt", encoding="utf-8") as f:
+                return _read_jsonl(f, str(directory / name))
+    raise FileNotFoundError(f"{directory} has no {split}.jsonl or {split}.jsonl.gz")
+
+
+def load_gsm8k(
+    split: str = "train",
+    source: str = BUNDLED,
+    prompt_format: PromptFormat = "chat",
+    system_prompt: str = SYSTEM_PROMPT,
+    limit: int | None = None,
+) -> Dataset:
+    """GSM8K as a `datasets.Dataset` ready for `GRPOTrainer` and the evaluator.
+
+    Columns: ``prompt`` (chat messages or text, see :func:`build_prompt`), ``answer`` (the gold final number, as a
+    string: ``"1234"``), ``question``, and ``solution`` (the worked solution without calculator annotations).
+
+    Raises:
+        ValueError: naming split and row index, for a row without ``####`` or whose gold is not a number.
+
+    >>> ds = load_gsm8k("test", limit=2)
+    >>> ds.num_rows, ds[0]["answer"], ds[0]["prompt"][0]["role"]
+    (2, '18', 'system')
+    """
+    if limit is not None and limit < 1:
+        raise ValueError(f"limit must be a positive number of rows, got {limit}")
+    rows = read_rows(split, source)[:limit]
+    records = {"prompt": [], "answer": [], "question": [], "solution": []}
+    for i, row in enumerate(rows):
+        question, answer = row.get("question"), row.get("answer")
+        if not isinstance(question, str) or not isinstance(answer, str):
+            raise ValueError(f"GSM8K {split} row {i}: expected string 'question' and 'answer' fields, got {row!r:.200}")
+        if "####" not in answer:
+            raise ValueError(f"GSM8K {split} row {i}: answer has no '#### <number>' line: {answer[-120:]!r}")
+        gold = extract_gold(answer)
+        if gold is None:
+            raise ValueError(f"GSM8K {split} row {i}: final answer is not a number: {answer.rsplit('####', 1)[1]!r}")
+        records["prompt"].append(build_prompt(question, prompt_format, system_prompt))
+        records["answer"].append(str(gold.numerator) if gold.denominator == 1 else str(float(gold)))
+        records["question"].append(question)
+        records["solution"].append(strip_annotations(answer.rsplit("####", 1)[0]).strip())
+    return Dataset.from_dict(records)
+
+
+def _read_jsonl(lines, where: str) -> list[dict]:
+    rows = []
+    for n, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"{where}, line {n}: not valid JSON ({exc.msg})") from None
+    return rows

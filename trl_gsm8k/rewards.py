@@ -1,0 +1,262 @@
+r"""GSM8K reward functions for TRL's `GRPOTrainer` (and any TRL job that takes reward callables).
+
+Each follows TRL's reward contract: ``f(completions, answer, **kwargs) -> list[float | None]``. Completions are plain
+strings or chat lists ``[{"role": "assistant", "content": ...}]``; ``answer`` is the dataset's column, the full
+GSM8K answer text (``... #### 18``) or a bare number. Parsing lives in :mod:`trl_gsm8k.answers`.
+
+They load by dotted path, e.g. ``trl grpo --reward_funcs trl_gsm8k.rewards.correctness_reward ...``.
+Configurable variants are small picklable classes (:class:`CorrectnessReward`, :class:`LengthReward`,
+:class:`ShapedReward`); the module-level functions are their defaults.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any
+
+from .answers import Mode, answers_match, declares_strict_answer_last, extract_gold
+
+logger = logging.getLogger(__name__)
+
+_warned_golds: set[str] = set()
+
+
+def completion_text(completion: Any) -> str | None:
+    """The text of one completion: a string, or the last message's ``content`` of a chat completion.
+
+    >>> completion_text([{"role": "assistant", "content": "#### 18"}])
+    '#### 18'
+    >>> completion_text(None) is None
+    True
+    """
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, Sequence) and completion and isinstance(completion[-1], dict):
+        content = completion[-1].get("content")
+        return content if isinstance(content, str) else None
+    return None
+
+
+def _gold_values(answer: Sequence[Any] | None, n: int) -> list[Fraction | None]:
+    if answer is None:
+        raise ValueError(
+            "GSM8K rewards need the gold answers: the dataset must have an `answer` column "
+            "(the GSM8K answer text ending with '#### N', or the bare number)."
+        )
+    if len(answer) != n:
+        raise ValueError(f"got {n} completions but {len(answer)} answers")
+    golds = []
+    for a in answer:
+        gold = extract_gold(a)
+        if gold is None:
+            key = repr(a)[:80]
+            if key not in _warned_golds:
+                _warned_golds.add(key)
+                logger.warning("Gold answer %s has no readable number: its completions get reward None.", key)
+        golds.append(gold)
+    return golds
+
+
+class CorrectnessReward:
+    r"""1.0 when the completion's declared final answer equals the gold, else 0.0; ``None`` when the gold is unreadable.
+
+    Args:
+        mode: ``"flexible"`` (default) credits any declaration (``#### N``, ``\boxed{N}``, "the answer is N", ...);
+            ``"strict"`` only ``#### N``. An answer that is never declared gets no credit, even if it is the last
+            number of the working. See :mod:`trl_gsm8k.answers`.
+    """
+
+    def __init__(self, mode: Mode = "flexible") -> None:
+        if mode not in ("strict", "flexible"):
+            raise ValueError(f"mode must be 'strict' or 'flexible', got {mode!r}")
+        self.mode = mode
+        self.__name__ = "correctness_reward" if mode == "flexible" else f"correctness_reward_{mode}"
+
+    def __call__(self, completions: Sequence[Any], answer: Sequence[Any] | None = None, **kwargs) -> list[float | None]:
+        golds = _gold_values(answer, len(completions))
+        return [
+            None if gold is None else float(answers_match(completion_text(c), gold, self.mode))
+            for c, gold in zip(completions, golds)
+        ]
+
+    def __repr__(self) -> str:
+        return f"CorrectnessReward(mode={self.mode!r})"
+
+
+def correctness_reward(completions: Sequence[Any], answer: Sequence[Any] | None = None, **kwargs) -> list[float | None]:
+    r"""Reward 1.0 for a correct declared final answer, 0.0 otherwise (flexible mode).
+
+    Args:
+        completions: Plain strings or chat lists ``[{"role": "assistant", "content": ...}]``.
+        answer: The gold per completion: GSM8K answer text (``... #### 18``) or a bare number.
+        **kwargs: Other dataset columns and trainer arguments; unused, accepted for `GRPOTrainer`.
+
+    Returns:
+        One float per completion, or ``None`` where the gold has no readable number (TRL then skips it).
+
+    Example:
+    ```python
+    >>> from trl_gsm8k.rewards import correctness_reward
+    >>> completions = [
+    ...     [{"role": "assistant", "content": "9 * 2 = 18 dollars.\n#### 18"}],
+    ...     [{"role": "assistant", "content": "The answer is $\\boxed{18}$."}],
+    ...     [{"role": "assistant", "content": "I think 9 * 2 = 18"}],
+    ... ]
+    >>> correctness_reward(completions, answer=["... #### 18"] * 3)
+    [1.0, 1.0, 0.0]
+
+    ```
+    """
+    return _CORRECTNESS(completions, answer)
+
+
+def correctness_reward_strict(completions: Sequence[Any], answer: Sequence[Any] | None = None, **kwargs) -> list[float | None]:
+    r"""Like :func:`correctness_reward`, but only a ``#### N`` declaration counts.
+
+    Example:
+    ```python
+    >>> from trl_gsm8k.rewards import correctness_reward_strict
+    >>> correctness_reward_strict(["#### 18", "The answer is 18."], answer=["18", "18"])
+    [1.0, 0.0]
+
+    ```
+    """
+    return _CORRECTNESS_STRICT(completions, answer)
+
+
+def format_reward(completions: Sequence[Any], **kwargs) -> list[float]:
+    r"""Reward 1.0 when the completion ends with a ``#### <number>`` line (the format the prompt asks for), else 0.0.
+
+    Args:
+        completions: Plain strings or chat lists ``[{"role": "assistant", "content": ...}]``.
+        **kwargs: Dataset columns and trainer arguments; unused.
+
+    Returns:
+        One float per completion.
+
+    Example:
+    ```python
+    >>> from trl_gsm8k.rewards import format_reward
+    >>> format_reward(["3 + 4 = 7\n#### 7", "#### 7\nHope that helps!", "The answer is 7."])
+    [1.0, 0.0, 0.0]
+
+    ```
+    """
+    return [float(declares_strict_answer_last(completion_text(c))) for c in completions]
+
+
+class LengthReward:
+    """1.0 when the completion's length in characters lies strictly inside ``(min_chars, max_chars)``, else 0.0."""
+
+    def __init__(self, min_chars: int = 50, max_chars: int = 500) -> None:
+        if not 0 <= min_chars < max_chars:
+            raise ValueError(f"need 0 <= min_chars < max_chars, got {min_chars} and {max_chars}")
+        self.min_chars, self.max_chars = min_chars, max_chars
+        self.__name__ = "length_reward"
+
+    def __call__(self, completions: Sequence[Any], **kwargs) -> list[float]:
+        lengths = [len(completion_text(c) or "") for c in completions]
+        return [float(self.min_chars < n < self.max_chars) for n in lengths]
+
+    def __repr__(self) -> str:
+        return f"LengthReward(min_chars={self.min_chars}, max_chars={self.max_chars})"
+
+
+def length_reward(completions: Sequence[Any], **kwargs) -> list[float]:
+    r"""Reward 1.0 for a completion of 50 to 500 characters (exclusive), else 0.0: the tutorial's length window.
+
+    Args:
+        completions: Plain strings or chat lists ``[{"role": "assistant", "content": ...}]``.
+        **kwargs: Dataset columns and trainer arguments; unused.
+
+    Returns:
+        One float per completion.
+
+    Example:
+    ```python
+    >>> from trl_gsm8k.rewards import length_reward
+    >>> length_reward(["#### 7", "She has 16 - 3 - 4 = 9 eggs and sells them at $2: 9 * 2 = 18.\n#### 18"])
+    [0.0, 1.0]
+
+    ```
+    """
+    return _LENGTH(completions)
+
+
+class ShapedReward:
+    """The tutorial's shaped reward: ``w_c * correctness + w_f * format + w_l * length``.
+
+    Picklable (no closures), so it survives multiprocessing and ``accelerate launch``. ``None`` (unreadable gold)
+    propagates: the completion is skipped rather than scored on format alone.
+
+    Args:
+        correctness_weight, format_weight, length_weight: The weights (tutorial: 1.0, 0.1, 0.05).
+        min_chars, max_chars: The length window in characters (tutorial: 50, 500).
+        mode: Extraction mode of the correctness term.
+    """
+
+    def __init__(
+        self,
+        correctness_weight: float = 1.0,
+        format_weight: float = 0.1,
+        length_weight: float = 0.05,
+        min_chars: int = 50,
+        max_chars: int = 500,
+        mode: Mode = "flexible",
+    ) -> None:
+        self.weights = (float(correctness_weight), float(format_weight), float(length_weight))
+        self.correctness = CorrectnessReward(mode)
+        self.length = LengthReward(min_chars, max_chars)
+        self.__name__ = "shaped_reward"
+
+    def __call__(self, completions: Sequence[Any], answer: Sequence[Any] | None = None, **kwargs) -> list[float | None]:
+        w_c, w_f, w_l = self.weights
+        parts = zip(self.correctness(completions, answer), format_reward(completions), self.length(completions))
+        return [None if c is None else w_c * c + w_f * f + w_l * n for c, f, n in parts]
+
+    def __repr__(self) -> str:
+        w_c, w_f, w_l = self.weights
+        return (
+            f"ShapedReward(correctness_weight={w_c}, format_weight={w_f}, length_weight={w_l}, "
+            f"min_chars={self.length.min_chars}, max_chars={self.length.max_chars}, mode={self.correctness.mode!r})"
+        )
+
+
+def shaped_reward(completions: Sequence[Any], answer: Sequence[Any] | None = None, **kwargs) -> list[float | None]:
+    r"""The tutorial's shaped reward with its defaults: ``1.0 * correct + 0.1 * format + 0.05 * length``.
+
+    Args:
+        completions: Plain strings or chat lists ``[{"role": "assistant", "content": ...}]``.
+        answer: The gold per completion: GSM8K answer text (``... #### 18``) or a bare number.
+        **kwargs: Other dataset columns and trainer arguments; unused.
+
+    Returns:
+        One float per completion, ``None`` where the gold is unreadable. Use :class:`ShapedReward` for other weights.
+
+    Example:
+    ```python
+    >>> from trl_gsm8k.rewards import shaped_reward
+    >>> good = "She has 16 - 3 - 4 = 9 eggs and sells them at $2: 9 * 2 = 18.\n#### 18"
+    >>> [round(r, 2) for r in shaped_reward([good, "#### 18", "#### 17"], answer=["18"] * 3)]
+    [1.15, 1.1, 0.1]
+
+    ```
+    """
+    return _SHAPED(completions, answer)
+
+
+_CORRECTNESS = CorrectnessReward("flexible")
+_CORRECTNESS_STRICT = CorrectnessReward("strict")
+_LENGTH = LengthReward()
+_SHAPED = ShapedReward()
+
+REWARDS = {
+    "correctness": correctness_reward,
+    "correctness_strict": correctness_reward_strict,
+    "format": format_reward,
+    "length": length_reward,
+    "shaped": shaped_reward,
+}
+"""Short names used by recipes (``reward_funcs: [correctness, format]``)."""
