@@ -1,0 +1,28 @@
+"""Shared fixtures: a tiny random Llama with the real SmolLM2 tokenizer, saved once per session."""
+
+from pathlib import Path
+
+import pytest
+
+TOKENIZER_DIR = Path(__file__).parent / "assets" / "tokenizer"
+
+
+def build_tiny_model_dir(path: Path, seed: int = 0) -> Path:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER_DIR)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> str:
+    return str(build_tiny_model_dir(tmp_path_factory.mktemp("tiny_llama")))

@@ -1,0 +1,244 @@
+"""`GSM8KGRPOTrainer`: TRL's `GRPOTrainer` with the tutorial's advantage, a reference-free KL and metrics.
+
+Tested with trl 1.16.x (setup.cfg pins ``trl>=1.16,<1.17``). The overrides rely on these TRL internals, each
+pinned by ``tests/test_trainer.py``:
+
+- ``_calculate_rewards(inputs, prompts, completions, completion_ids_list)`` returns the rewards gathered across
+  all processes, shape ``(num_processes * len(inputs), num_reward_funcs)``, NaN where a function returned None.
+- ``_generate_and_score_completions(inputs)`` computes advantages on those gathered rewards and keeps the
+  slice ``[process_index * len(inputs), (process_index + 1) * len(inputs))`` in ``output["advantages"]``; it logs
+  ``reward``, ``reward_std`` into ``self._metrics[mode]`` and all advantages into ``self._logs["advantages"]``.
+- ``_compute_loss(model, inputs)`` obtains the policy log-probs from one call of
+  ``_get_per_token_logps_and_entropies``, reads ``inputs["old_per_token_logps"]`` (present only when
+  ``gradient_accumulation_steps % (steps_per_generation * num_iterations) != 0``), normalises the per-token
+  loss per ``loss_type`` and logs ``entropy``.
+
+Reference model: with ``beta: 0`` (TRL's default) none is created. With ``beta > 0`` and full fine-tuning TRL
+loads a second, frozen copy of the model; with a PEFT model TRL's reference is the same model with the
+adapter disabled (the base model), so no copy is made.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from trl import GRPOConfig, GRPOTrainer
+
+from trl_gsm8k.advantages import group_advantages, zero_std_groups
+
+ADVANTAGE_ESTIMATORS = ("group_std", "trl")
+CORRECTNESS_REWARD_NAME = "correctness_reward"
+
+
+@dataclass
+class GSM8KGRPOConfig(GRPOConfig):
+    """`GRPOConfig` plus the tutorial's advantage and a reference-free KL penalty to π_old.
+
+    All fields work from a YAML recipe through `trl.TrlParser`.
+    """
+
+    advantage_estimator: str = field(
+        default="group_std",
+        metadata={
+            "help": "How advantages are computed from the rewards. 'group_std': the tutorial's "
+            "(r - group mean) / (population group std + advantage_eps), NaN rewards left out and given 0, "
+            "all-equal groups 0. 'trl': TRL's own estimator (sample std + 1e-4, honours scale_rewards and "
+            "multi_objective_aggregation).",
+            "choices": list(ADVANTAGE_ESTIMATORS),
+        },
+    )
+    advantage_eps: float = field(
+        default=1e-8,
+        metadata={"help": "Epsilon added to the group std with advantage_estimator='group_std'."},
+    )
+    kl_old_coef: float = field(
+        default=0.0,
+        metadata={
+            "help": "Coefficient of a KL penalty between the current policy and the policy that generated the "
+            "batch (π_old, k3 estimator, weighted by π_θ/π_old when use_bias_correction_kl as TRL does for its "
+            "reference KL), added to the loss; needs no reference model. Only non-zero when a "
+            "generation batch is reused after an optimizer step (num_iterations > 1 or "
+            "steps_per_generation > gradient_accumulation_steps). Logged as 'kl_old'."
+        },
+    )
+
+    def __post_init__(self) -> None:
+        if self.advantage_estimator not in ADVANTAGE_ESTIMATORS:
+            raise ValueError(
+                f"advantage_estimator must be one of {ADVANTAGE_ESTIMATORS}, got {self.advantage_estimator!r}."
+            )
+        if not self.advantage_eps >= 0:
+            raise ValueError(f"advantage_eps must be >= 0, got {self.advantage_eps}.")
+        if not self.kl_old_coef >= 0:
+            raise ValueError(f"kl_old_coef must be >= 0, got {self.kl_old_coef}.")
+        # GRPOConfig resolves steps_per_generation and checks that the generation batch holds whole groups
+        # ("generation_batch_size (X) must be divisible by num_generations (G)").
+        super().__post_init__()
+        if self.advantage_estimator == "group_std":
+            if self.scale_rewards != "group":
+                raise ValueError(
+                    f"scale_rewards={self.scale_rewards!r} only applies to advantage_estimator='trl'; "
+                    "advantage_estimator='group_std' always scales by the group std. Set one or the other."
+                )
+            if self.multi_objective_aggregation != "sum_then_normalize":
+                raise ValueError(
+                    "advantage_estimator='group_std' sums the weighted rewards, then normalises per group; "
+                    f"multi_objective_aggregation={self.multi_objective_aggregation!r} needs advantage_estimator='trl'."
+                )
+        generate_every = self.steps_per_generation * self.num_iterations
+        if self.kl_old_coef > 0 and self.gradient_accumulation_steps % generate_every == 0:
+            raise ValueError(
+                f"kl_old_coef={self.kl_old_coef} has nothing to compare: with num_iterations={self.num_iterations}, "
+                f"steps_per_generation={self.steps_per_generation} and gradient_accumulation_steps="
+                f"{self.gradient_accumulation_steps}, every update uses completions sampled from the current "
+                "policy (π_old = π_θ), so the KL term is identically zero. Set num_iterations > 1 or "
+                "steps_per_generation > gradient_accumulation_steps (so that a generation batch is reused after "
+                "an optimizer step), or set kl_old_coef to 0."
+            )
+
+
+class GSM8KGRPOTrainer(GRPOTrainer):
+    """`GRPOTrainer` with `GSM8KGRPOConfig`'s advantage estimator, the optional KL to π_old, and the metrics
+    `reward/mean`, `reward/std`, `advantage/mean`, `advantage/std`, `policy/entropy`, `accuracy` (when a reward
+    function named `correctness_reward` is used), `frac_zero_std_groups` and `kl_old` (when kl_old_coef > 0).
+    TRL's own metrics are kept.
+
+    With `beta: 0` there is no reference model (`ref_model is None`). With `beta > 0` and a PEFT model,
+    TRL's reference is the adapter-disabled base model; with full fine-tuning it is a frozen copy.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        args_ = kwargs.get("args", args[2] if len(args) > 2 else None)
+        if not isinstance(args_, GSM8KGRPOConfig):
+            raise TypeError(f"GSM8KGRPOTrainer needs args=GSM8KGRPOConfig(...), got {type(args_).__name__}.")
+        super().__init__(*args, **kwargs)
+        self.kl_old_coef = self.args.kl_old_coef
+        self._gathered_rewards_per_func: torch.Tensor | None = None
+        self._capture_logps = False
+        self._captured_logps: torch.Tensor | None = None
+
+    # --- advantages -------------------------------------------------------------------------------------------
+
+    def _calculate_rewards(self, inputs, prompts, completions, completion_ids_list):
+        rewards_per_func = super()._calculate_rewards(inputs, prompts, completions, completion_ids_list)
+        self._gathered_rewards_per_func = rewards_per_func
+        return rewards_per_func
+
+    def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        self._gathered_rewards_per_func = None
+        output = super()._generate_and_score_completions(inputs)
+        rewards_per_func = self._gathered_rewards_per_func
+        num_local = len(inputs)
+        expected = (num_local * self.accelerator.num_processes, len(self.reward_funcs))
+        if rewards_per_func is None or tuple(rewards_per_func.shape) != expected:
+            got = None if rewards_per_func is None else tuple(rewards_per_func.shape)
+            raise RuntimeError(
+                f"TRL internals changed: expected _calculate_rewards to return gathered rewards of shape {expected}, "
+                f"got {got}. GSM8KGRPOTrainer is tested with trl 1.16.x."
+            )
+        mode = "train" if self.model.training else "eval"
+        num_generations = self.num_generations if mode == "train" else self.num_generations_eval
+
+        # Same reward TRL builds: weighted nansum over functions, NaN where every function returned None.
+        rewards = (rewards_per_func * self.reward_weights.to(rewards_per_func.device).unsqueeze(0)).nansum(dim=1)
+        rewards[torch.isnan(rewards_per_func).all(dim=1)] = torch.nan
+
+        if self.args.advantage_estimator == "group_std":
+            advantages = group_advantages(rewards, num_generations, eps=self.args.advantage_eps)
+            start = self.accelerator.process_index * num_local  # TRL's process_slice
+            output["advantages"] = advantages[start : start + num_local].to(output["advantages"].dtype)
+            logged = self._logs["advantages"]  # TRL logged its own values for the completions table
+            k = min(len(logged), advantages.numel())
+            for _ in range(k):
+                logged.pop()
+            logged.extend(advantages[advantages.numel() - k :].tolist())
+        else:
+            advantages = self.accelerator.gather(output["advantages"])
+
+        self._log_group_metrics(mode, rewards, rewards_per_func, advantages, num_generations)
+        return output
+
+    def _log_group_metrics(self, mode, rewards, rewards_per_func, advantages, num_generations) -> None:
+        metrics = self._metrics[mode]
+        metrics["reward/mean"].append(metrics["reward"][-1])  # TRL: nanmean of the same weighted rewards
+        metrics["reward/std"].append(metrics["reward_std"][-1])  # TRL: nanstd (sample std) of them
+        zero_std = zero_std_groups(rewards, num_generations)
+        metrics["frac_zero_std_groups"].append(zero_std.float().mean().item())
+        scorable = ~torch.isnan(rewards)
+        informative = scorable & ~zero_std.repeat_interleave(num_generations)
+        metrics["advantage/mean"].append(advantages[scorable].mean().item() if scorable.any() else 0.0)
+        # Over completions of groups with reward variance: ≈ 1 with group_std by construction.
+        metrics["advantage/std"].append(
+            advantages[informative].std(unbiased=False).item() if informative.any() else 0.0
+        )
+        if CORRECTNESS_REWARD_NAME in self.reward_func_names:
+            column = rewards_per_func[:, self.reward_func_names.index(CORRECTNESS_REWARD_NAME)]
+            metrics["accuracy"].append((column == 1).float().mean().item())
+
+    # --- loss: KL to π_old and policy/entropy -------------------------------------------------------------
+
+    def _get_per_token_logps_and_entropies(self, *args: Any, **kwargs: Any):
+        result = super()._get_per_token_logps_and_entropies(*args, **kwargs)
+        if self._capture_logps:
+            self._captured_logps = result[0]
+        return result
+
+    def _compute_loss(self, model, inputs):
+        mode = "train" if self.model.training else "eval"
+        if self.kl_old_coef == 0.0:
+            loss = super()._compute_loss(model, inputs)
+        else:
+            self._capture_logps, self._captured_logps = True, None
+            try:
+                loss = super()._compute_loss(model, inputs)
+            finally:
+                self._capture_logps = False
+            per_token_logps, self._captured_logps = self._captured_logps, None
+            if per_token_logps is None:
+                raise RuntimeError(
+                    "TRL internals changed: _compute_loss did not call _get_per_token_logps_and_entropies. "
+                    "GSM8KGRPOTrainer is tested with trl 1.16.x."
+                )
+            old = inputs.get("old_per_token_logps")
+            old = per_token_logps.detach() if old is None else old  # TRL's convention: π_old = π_θ
+            mask = inputs["completion_mask"]
+            if "tool_mask" in inputs:
+                mask = mask * inputs["tool_mask"]
+            delta = old - per_token_logps
+            per_token_kl = torch.exp(delta) - delta - 1  # k3 estimator, >= 0
+            if self.args.use_bias_correction_kl:
+                # As TRL does for its reference KL: tokens were sampled from π_old, so weighting k3 by
+                # π_θ/π_old makes it an unbiased estimate of KL(π_θ || π_old) (and its gradient).
+                log_ratio = -delta
+                if self.importance_sampling_level == "sequence":
+                    log_ratio = ((log_ratio * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).unsqueeze(-1)
+                per_token_kl = per_token_kl * torch.exp(log_ratio)
+            loss = loss + self.kl_old_coef * self._normalise_like_loss(per_token_kl, mask, inputs, mode)
+            totals = self.accelerator.reduce(
+                torch.stack([(per_token_kl.detach() * mask).sum(), mask.sum().float()]), reduction="sum"
+            )
+            self._metrics[mode]["kl_old"].append((totals[0] / totals[1].clamp(min=1.0)).item())
+        self._metrics[mode]["policy/entropy"].append(self._metrics[mode]["entropy"][-1])
+        return loss
+
+    def _normalise_like_loss(self, per_token: torch.Tensor, mask: torch.Tensor, inputs, mode: str) -> torch.Tensor:
+        """Aggregate a per-token term exactly as TRL 1.16's `_compute_loss` aggregates `per_token_loss`, so that
+        adding the result equals adding the term to `per_token_loss` (as TRL does with `beta * per_token_kl`)."""
+        accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1.0
+        masked = per_token * mask
+        if self.loss_type in ("grpo", "sapo"):
+            return (masked.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean() / accumulation
+        if self.loss_type == "bnpo":
+            return masked.sum() / mask.sum().clamp(min=1.0) / accumulation
+        if self.loss_type == "dr_grpo":
+            return masked.sum() / (per_token.size(0) * self.max_completion_length) / accumulation
+        if self.loss_type in ("cispo", "dapo", "vespo"):
+            normalizer = inputs["num_items_in_batch"].clamp(min=1.0) / self.accelerator.num_processes
+            if mode == "train":
+                normalizer = normalizer * self.current_gradient_accumulation_steps / self.args.steps_per_generation
+            return masked.sum() / normalizer
+        if self.loss_type == "luspo":
+            return masked.sum(-1).mean() / accumulation
+        raise ValueError(f"kl_old_coef > 0 does not support loss_type={self.loss_type!r}.")
