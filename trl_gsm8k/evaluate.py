@@ -1,0 +1,552 @@
+r"""Evaluate a model on GSM8K: ``python -m trl_gsm8k.evaluate --model MODEL [--limit N] [--num-samples K]``.
+
+``--model`` is a Hub id, a local model directory, a training output directory (a LoRA adapter directory is applied
+to the base named in its ``adapter_config.json``; a run directory without a final model uses its latest
+``checkpoint-*``), or ``smollm2-135m-instruct`` (the offline model, see :mod:`trl_gsm8k.models`).
+
+Reported (``eval.json``: summary + settings; ``eval.jsonl`` beside it: one line per item):
+
+- pass@1 **strict** (only ``#### N`` counts) and **flexible** (any declared answer, :mod:`trl_gsm8k.answers`);
+  with ``--num-samples K > 1`` (sampling) also maj@K and pass@K (unbiased estimator, Chen et al. 2021).
+- the same pass@1 with **lm-evaluation-harness's own extraction**, for comparison with published numbers: its
+  strict regex ``#### (\-?[0-9\.\,]+)`` and its flexible *last number anywhere* (which credits an answer that was
+  never declared). Use ``--prompt lm-eval-fewshot`` for its 8-shot plain-text prompt format; our exemplars are the
+  first 8 *train* rows (annotations stripped), not lm-eval's fixed exemplar set, so numbers are close, not equal.
+- declare rate (completions declaring any answer), truncation rate (no EOS within ``--max-new-tokens``), mean
+  completion length in tokens, generated tokens/s and wall time.
+
+Reasoning models (DeepSeek-R1-Distill and the like) think inside ``<think>`` for hundreds to thousands of tokens
+and declare nothing until ``</think>`` closes: evaluate them with ``--max-new-tokens 2048`` to ``4096``, or their
+score measures the budget, not the model. A warning is printed when more than 10% of completions are cut.
+
+Resuming: items are appended to the JSONL as they finish. Rerunning the same command skips finished items (also
+with a larger ``--limit``); a JSONL written with other settings is refused (``--overwrite`` starts afresh).
+
+``--backend vllm`` generates with vLLM when it is installed (GPU machines). That path is short and untested
+here (no GPU, no vLLM on the development machine); the Transformers backend is the tested one.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import importlib.util
+import json
+import logging
+import math
+import os
+import re
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from .answers import answers_match, extract_answer, extract_gold, strip_annotations
+from .data import BUNDLED, read_rows
+
+logger = logging.getLogger("trl_gsm8k.evaluate")
+
+TRUNCATION_WARN_FRACTION = 0.10
+FEWSHOT_N = 8
+FEWSHOT_STOP = "Question:"  # lm-eval's `until` for gsm8k; the model would go on to write the next question
+
+# lm-evaluation-harness gsm8k task: filters and the exact-match normalisation (regexes_to_ignore).
+LM_EVAL_STRICT_RE = re.compile(r"#### (\-?[0-9\.\,]+)")
+LM_EVAL_FLEXIBLE_RE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
+_LM_EVAL_IGNORE = [re.compile(p) for p in (r",", r"\$", r"(?s).*#### ", r"\.$")]
+
+
+# --- metrics: pure functions -------------------------------------------------------------------------------------
+
+
+def lm_eval_extract(text: str, mode: str = "strict") -> str | None:
+    """lm-evaluation-harness's gsm8k answer filter: ``strict`` (first ``#### N``) or ``flexible`` (last number).
+
+    >>> lm_eval_extract("so 3 + 4 = 7.\\n#### 7")
+    '7'
+    >>> lm_eval_extract("The total is 5 + 13 = $18.", "flexible"), lm_eval_extract("no number", "flexible")
+    ('$18.', None)
+    """
+    if mode == "strict":
+        m = LM_EVAL_STRICT_RE.search(text)
+        return m.group(1).strip() if m else None
+    if mode != "flexible":
+        raise ValueError(f"mode must be 'strict' or 'flexible', got {mode!r}")
+    matches = LM_EVAL_FLEXIBLE_RE.findall(text)
+    if not matches:
+        return None
+    groups = [g for g in matches[-1] if g]
+    return groups[0].strip() if groups else None
+
+
+def lm_eval_normalize(text: str) -> str:
+    """lm-eval's exact-match normalisation: drop ``,`` and ``$``, anything up to ``#### ``, one trailing ``.``.
+
+    >>> lm_eval_normalize("$1,080."), lm_eval_normalize("18.00")
+    ('1080', '18.00')
+    """
+    for regex in _LM_EVAL_IGNORE:
+        text = regex.sub("", text)
+    return text.strip().lower()
+
+
+def lm_eval_correct(extracted: str | None, gold: str) -> bool:
+    """String equality after :func:`lm_eval_normalize`, as lm-eval scores (``18.00`` does not match ``18``)."""
+    return extracted is not None and lm_eval_normalize(extracted) == lm_eval_normalize(gold)
+
+
+def pass_at_k(n: int, c: int, k: int) -> float:
+    """Unbiased pass@k from ``n`` samples of which ``c`` are correct: ``1 - C(n-c, k) / C(n, k)``.
+
+    >>> pass_at_k(4, 1, 1), pass_at_k(4, 1, 4), pass_at_k(4, 0, 4), round(pass_at_k(4, 2, 2), 4)
+    (0.25, 1.0, 0.0, 0.8333)
+    """
+    if not 0 <= c <= n or not 1 <= k <= n:
+        raise ValueError(f"need 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}")
+    if n - c < k:
+        return 1.0
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+def majority_answer(answers: Sequence[str | None]) -> str | None:
+    """The most frequent non-``None`` answer; a tie goes to the one seen first. ``None`` if none was declared.
+
+    >>> majority_answer(["18", None, "17", "18", "17"]), majority_answer([None, None])
+    ('18', None)
+    """
+    counts = Counter(a for a in answers if a is not None)
+    if not counts:
+        return None
+    top = max(counts.values())
+    return next(a for a in answers if a is not None and counts[a] == top)
+
+
+def summarize(items: Sequence[dict]) -> dict:
+    """Corpus metrics from the per-item records that :func:`score_item` builds (the JSONL lines)."""
+    if not items:
+        raise ValueError("no evaluated items to summarize")
+    k = len(items[0]["completions"])
+    completions = [n for item in items for n in item["num_tokens"]]
+    total_tokens = sum(completions)
+    seconds = sum(item["seconds"] for item in items)
+    out: dict = {"num_items": len(items), "num_samples": k}
+    for family, get in (("", lambda it: it), ("lm_eval_", lambda it: it["lm_eval"])):
+        for mode in ("strict", "flexible"):
+            correct = [get(it)["correct"][mode] for it in items]
+            out[f"{family}{mode}_pass@1"] = _mean(sum(c) / len(c) for c in correct)
+            if k > 1:
+                out[f"{family}{mode}_pass@{k}"] = _mean(pass_at_k(k, sum(c), k) for c in correct)
+                out[f"{family}{mode}_maj@{k}"] = _mean(
+                    _majority_correct(get(it)["extracted"][mode], it["gold"], family == "lm_eval_") for it in items
+                )
+    flexible = [a for it in items for a in it["extracted"]["flexible"]]
+    out["declare_rate"] = _mean(a is not None for a in flexible)
+    out["truncated_rate"] = _mean(t for it in items for t in it["truncated"])
+    out["mean_completion_tokens"] = total_tokens / len(completions)
+    out["generated_tokens"] = total_tokens
+    out["generation_seconds"] = seconds
+    out["tokens_per_second"] = total_tokens / seconds if seconds > 0 else None
+    return out
+
+
+def _majority_correct(answers: Sequence[str | None], gold: str, lm_eval: bool) -> bool:
+    if lm_eval:
+        voted = majority_answer([None if a is None else lm_eval_normalize(a) for a in answers])
+        return lm_eval_correct(voted, gold)
+    voted = majority_answer(answers)  # our answers are canonical Fraction strings: "18", "3/4"
+    return voted is not None and Fraction(voted) == extract_gold(gold)
+
+
+def _mean(values: Iterable) -> float:
+    values = list(values)
+    return sum(values) / len(values) if values else 0.0
+
+
+def score_item(
+    index: int, question: str, gold: str, completions: list[str], num_tokens: list[int], truncated: list[bool],
+    seconds: float, settings_id: str,
+) -> dict:
+    """One JSONL record: the completions, their extracted answers (ours and lm-eval's) and correctness."""
+    record = {"index": index, "question": question, "gold": gold, "completions": completions,
+              "extracted": {}, "correct": {}, "lm_eval": {"extracted": {}, "correct": {}}}
+    for mode in ("strict", "flexible"):
+        answers = [extract_answer(c, mode) for c in completions]
+        record["extracted"][mode] = [None if a is None else str(a) for a in answers]
+        # answers_match also settles boxed LaTeX that the fast parser leaves to math-verify.
+        record["correct"][mode] = [answers_match(c, gold, mode) for c in completions]
+        lm = [lm_eval_extract(c, mode) for c in completions]
+        record["lm_eval"]["extracted"][mode] = lm
+        record["lm_eval"]["correct"][mode] = [lm_eval_correct(a, gold) for a in lm]
+    record.update(num_tokens=num_tokens, truncated=truncated, seconds=seconds, settings_id=settings_id)
+    return record
+
+
+# --- prompts -----------------------------------------------------------------------------------------------------
+
+
+def fewshot_prefix(source: str = BUNDLED) -> str:
+    """lm-eval's 8-shot gsm8k format from the first 8 train rows: ``Question: ...\\nAnswer: ... #### N`` blocks.
+
+    >>> print(fewshot_prefix()[:60])
+    Question: Natalia sold clips to 48 of her friends in April, a
+    """
+    blocks = []
+    for row in read_rows("train", source)[:FEWSHOT_N]:
+        work, final = row["answer"].rsplit("####", 1)
+        blocks.append(f"Question: {row['question']}\nAnswer: {strip_annotations(work).strip()}\n#### {final.strip()}")
+    return "\n\n".join(blocks) + "\n\n"
+
+
+def build_prompts(rows: Sequence[dict], prompt: str, tokenizer, source: str = BUNDLED) -> list[str]:
+    """The text each question is generated from: the training chat prompt through the chat template, or 8-shot."""
+    from .data import build_prompt
+
+    if prompt == "lm-eval-fewshot":
+        prefix = fewshot_prefix(source)
+        return [f"{prefix}Question: {row['question']}\nAnswer:" for row in rows]
+    if getattr(tokenizer, "chat_template", None) is None:
+        logger.warning("the tokenizer has no chat template: using the plain-text training prompt")
+        return [build_prompt(row["question"], "plain") for row in rows]
+    return [
+        tokenizer.apply_chat_template(build_prompt(row["question"]), tokenize=False, add_generation_prompt=True)
+        for row in rows
+    ]
+
+
+# --- models ------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ResolvedModel:
+    path: str  # the weights (the base model, for an adapter)
+    adapter: str | None = None
+    tokenizer: str = ""
+
+
+def resolve_model(name: str) -> ResolvedModel:
+    """Find the weights behind ``--model``; raise ``SystemExit`` with one line when there are none."""
+    from .models import resolve_model_path
+
+    path = Path(os.path.expanduser(name))
+    if not path.exists():
+        if name.startswith(("/", ".", "~")) or name.count("/") > 1 or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name):
+            raise SystemExit(f"error: --model {name}: no such directory")
+        resolved = resolve_model_path(name)  # the offline model's name, or a Hub id (checked when loaded)
+        return ResolvedModel(resolved, None, resolved)
+    if not path.is_dir():
+        raise SystemExit(f"error: --model {name}: not a directory")
+    if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
+        checkpoints = sorted(path.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1] or 0)
+                             if p.name.rsplit("-", 1)[-1].isdigit() else -1)
+        if not checkpoints:
+            raise SystemExit(f"error: --model {name}: holds no model (config.json), adapter or checkpoint-*/")
+        logger.warning("%s holds no final model: evaluating its latest checkpoint %s", name, checkpoints[-1].name)
+        path = checkpoints[-1]
+    if (path / "adapter_config.json").is_file():
+        base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+        if not base:
+            raise SystemExit(f"error: --model {name}: adapter_config.json names no base_model_name_or_path")
+        base_path = resolve_model_path(base)
+        if base_path.startswith(("/", ".", "~")) and not Path(os.path.expanduser(base_path)).is_dir():
+            raise SystemExit(f"error: --model {name}: the adapter's base model {base} is not found")
+        has_tokenizer = (path / "tokenizer_config.json").is_file()
+        return ResolvedModel(base_path, str(path), str(path) if has_tokenizer else base_path)
+    return ResolvedModel(str(path), None, str(path))
+
+
+def load_tokenizer(model: ResolvedModel):
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(model.tokenizer, padding_side="left")
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: cannot load a tokenizer from {model.tokenizer}: {_first_line(exc)}") from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def context_length(model_path: str) -> int | None:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(model_path)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"error: cannot load the model config from {model_path}: {_first_line(exc)}") from None
+    config = getattr(config, "text_config", None) or config
+    return getattr(config, "max_position_embeddings", None)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+# --- generation backends -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Sample:
+    text: str
+    num_tokens: int
+    truncated: bool  # cut by max_new_tokens: neither EOS nor a stop string
+
+
+class TransformersGenerator:
+    """Batched ``model.generate`` with left padding; one call per batch of prompts, K samples each."""
+
+    def __init__(self, model: ResolvedModel, tokenizer, args: argparse.Namespace, stop: str | None) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM
+
+        self.torch, self.tokenizer, self.args, self.stop = torch, tokenizer, args, stop
+        self.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        dtype = {"auto": torch.bfloat16 if self.device.startswith("cuda") else torch.float32,
+                 "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+        try:
+            net = AutoModelForCausalLM.from_pretrained(model.path, dtype=dtype)
+        except (OSError, ValueError) as exc:
+            what = f"the base model of adapter {model.adapter}" if model.adapter else "model"
+            raise SystemExit(f"error: cannot load {what} {model.path}: {_first_line(exc)}") from None
+        if model.adapter:
+            from peft import PeftModel
+
+            net = PeftModel.from_pretrained(net, model.adapter).merge_and_unload()
+        self.model = net.to(self.device).eval()
+        eos = self.model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
+        self.eos_ids.discard(None)
+
+    def __call__(self, prompts: list[str], seed: int) -> list[list[Sample]]:
+        torch, args, k = self.torch, self.args, self.args.num_samples
+        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+        sampling = args.temperature is not None and args.temperature > 0
+        kwargs = dict(do_sample=True, temperature=args.temperature, top_p=1.0, top_k=0) if sampling else dict(
+            do_sample=False, temperature=None, top_p=None, top_k=None)
+        if self.stop:
+            kwargs.update(stop_strings=[self.stop], tokenizer=self.tokenizer)
+        torch.manual_seed(seed)
+        with torch.inference_mode():
+            out = self.model.generate(**enc, max_new_tokens=args.max_new_tokens, num_return_sequences=k,
+                                      pad_token_id=self.tokenizer.pad_token_id, **kwargs)
+        generated = out[:, enc["input_ids"].shape[1]:].tolist()
+        samples = []
+        for ids in generated:
+            end = next((i + 1 for i, t in enumerate(ids) if t in self.eos_ids), None)
+            kept = ids[:end] if end else [t for t in ids if t != self.tokenizer.pad_token_id]
+            text = self.tokenizer.decode(kept, skip_special_tokens=True)
+            stopped = bool(self.stop) and self.stop in text
+            if stopped:
+                text = text.split(self.stop, 1)[0]
+            samples.append(Sample(text, len(kept), end is None and not stopped))
+        return [samples[i * k:(i + 1) * k] for i in range(len(prompts))]
+
+
+class VLLMGenerator:
+    """vLLM (``--backend vllm``): same prompts and sampling settings; a LoRA adapter is served with LoRARequest.
+
+    Not tested here (no GPU, no vLLM on the development machine).
+    """
+
+    def __init__(self, model: ResolvedModel, tokenizer, args: argparse.Namespace, stop: str | None) -> None:
+        try:
+            from vllm import LLM, SamplingParams
+        except ImportError:
+            raise SystemExit("error: --backend vllm needs vLLM: `pip install vllm` (GPU machines only)") from None
+        self.llm = LLM(model=model.path, tokenizer=model.tokenizer, seed=args.seed, enable_lora=bool(model.adapter),
+                       dtype="auto" if args.dtype == "auto" else args.dtype)
+        self.lora = None
+        if model.adapter:
+            from vllm.lora.request import LoRARequest
+
+            self.lora = LoRARequest("adapter", 1, model.adapter)
+        self.params = SamplingParams(n=args.num_samples, temperature=args.temperature or 0.0,
+                                     max_tokens=args.max_new_tokens, stop=[stop] if stop else None)
+        self.params_cls = SamplingParams
+
+    def __call__(self, prompts: list[str], seed: int) -> list[list[Sample]]:
+        params = self.params.clone()
+        params.seed = seed
+        outputs = self.llm.generate(prompts, params, lora_request=self.lora, use_tqdm=False)
+        return [[Sample(c.text, len(c.token_ids), c.finish_reason == "length") for c in o.outputs] for o in outputs]
+
+
+# --- the run -----------------------------------------------------------------------------------------------------
+
+SETTINGS_KEYS = ("model", "split", "prompt", "data_source", "num_samples", "temperature", "max_new_tokens", "seed",
+                 "backend", "dtype")
+"""What must match for a JSONL to be resumed (--limit and --batch-size may change)."""
+
+
+def settings_of(args: argparse.Namespace) -> dict:
+    return {key: getattr(args, key) for key in SETTINGS_KEYS}
+
+
+def settings_id(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def read_finished(jsonl: Path, expected_id: str) -> dict[int, dict]:
+    """Finished items of an earlier run, by index; drops a torn last line; refuses other settings."""
+    finished: dict[int, dict] = {}
+    lines = jsonl.read_text(encoding="utf-8").splitlines()
+    for n, line in enumerate(lines, start=1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines):
+                break  # the write an interruption cut short
+            raise SystemExit(f"error: {jsonl}, line {n}: not valid JSON; delete it or pass --overwrite") from None
+        if record.get("settings_id") != expected_id:
+            raise SystemExit(
+                f"error: {jsonl} was written with other settings ({', '.join(SETTINGS_KEYS)} must match to "
+                "resume): use another --output, or --overwrite to start afresh")
+        finished[record["index"]] = record
+    # Rewrite without a torn line so that appending continues a valid file.
+    jsonl.write_text("".join(json.dumps(finished[i]) + "\n" for i in sorted(finished)), encoding="utf-8")
+    return finished
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m trl_gsm8k.evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--model", required=True,
+                        help="Hub id, model dir, LoRA adapter / training output dir, or smollm2-135m-instruct")
+    parser.add_argument("--split", choices=("test", "train"), default="test")
+    parser.add_argument("--limit", type=int, help="evaluate the first N items only")
+    parser.add_argument("--num-samples", type=int, default=1, help="K samples per question (maj@K, pass@K)")
+    parser.add_argument("--temperature", type=float,
+                        help="sampling temperature (default: greedy when K=1, 1.0 when K>1; 0 means greedy)")
+    parser.add_argument("--batch-size", type=int, default=16, help="questions per generate call")
+    parser.add_argument("--max-new-tokens", type=int, default=512,
+                        help="completion budget (reasoning models: 2048-4096)")
+    parser.add_argument("--prompt", choices=("train", "lm-eval-fewshot"), default="train",
+                        help="train: the training chat prompt (data.py); lm-eval-fewshot: 8-shot plain text")
+    parser.add_argument("--output", default="eval.json", help="summary JSON; items go to the same stem .jsonl")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
+    parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
+                        help="auto: bfloat16 on GPU, float32 on CPU")
+    parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--data-source", default=BUNDLED, help="GSM8K source, as in data.read_rows")
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--resume", action="store_true", help="require an existing JSONL to continue from")
+    group.add_argument("--overwrite", action="store_true", help="discard an existing JSONL")
+    args = parser.parse_args(argv)
+    for name in ("limit", "num_samples", "batch_size", "max_new_tokens"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
+    if args.temperature is not None and args.temperature < 0:
+        parser.error("--temperature must be >= 0")
+    if args.num_samples > 1 and args.temperature == 0:
+        parser.error("--num-samples > 1 needs sampling: a --temperature above 0")
+    if args.temperature is None and args.num_samples > 1:
+        args.temperature = 1.0
+    if args.temperature == 0:
+        args.temperature = None
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    started = time.perf_counter()
+    output = Path(args.output)
+    jsonl = output.with_suffix(".jsonl")
+    settings = settings_of(args)
+    sid = settings_id(settings)
+
+    try:
+        rows = read_rows(args.split, args.data_source)[:args.limit]
+    except (ValueError, FileNotFoundError) as exc:
+        raise SystemExit(f"error: {_first_line(exc)}") from None
+    if args.resume and not jsonl.is_file():
+        raise SystemExit(f"error: --resume: {jsonl} does not exist")
+    finished = {} if args.overwrite or not jsonl.is_file() else read_finished(jsonl, sid)
+    if args.overwrite and jsonl.exists():
+        jsonl.unlink()
+    todo = [i for i in range(len(rows)) if i not in finished]
+    if finished:
+        logger.info("resuming from %s: %d of %d items already done", jsonl, len(rows) - len(todo), len(rows))
+
+    if todo:
+        _generate_missing(args, rows, todo, jsonl, sid)
+        finished = read_finished(jsonl, sid)
+    items = [finished[i] for i in range(len(rows))]
+    summary = summarize(items)
+    summary["wall_seconds"] = time.perf_counter() - started  # this invocation only (generation_seconds: all)
+    if summary["truncated_rate"] > TRUNCATION_WARN_FRACTION:
+        logger.warning("%.0f%% of completions were cut by --max-new-tokens %d: raise it (reasoning models need "
+                       "2048-4096) or the scores understate the model", 100 * summary["truncated_rate"],
+                       args.max_new_tokens)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps({"summary": summary, "settings": {**settings, "limit": args.limit,
+                                  "batch_size": args.batch_size, "items_file": jsonl.name}}, indent=2) + "\n")
+    _print_summary(summary, output)
+    return 0
+
+
+def _generate_missing(args: argparse.Namespace, rows: list[dict], todo: list[int], jsonl: Path, sid: str) -> None:
+    from tqdm.auto import tqdm
+
+    if args.backend == "vllm" and importlib.util.find_spec("vllm") is None:
+        raise SystemExit("error: --backend vllm needs vLLM: `pip install vllm` (GPU machines only)")
+    model = resolve_model(args.model)
+    tokenizer = load_tokenizer(model)
+    stop = FEWSHOT_STOP if args.prompt == "lm-eval-fewshot" else None
+    prompts = build_prompts([rows[i] for i in todo], args.prompt, tokenizer, args.data_source)
+    longest = max(len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"])
+    limit = context_length(model.path)
+    if limit is not None and longest + args.max_new_tokens > limit:
+        raise SystemExit(f"error: the longest prompt ({longest} tokens) + --max-new-tokens {args.max_new_tokens} "
+                         f"exceeds the model's context of {limit} tokens")
+    backend = VLLMGenerator if args.backend == "vllm" else TransformersGenerator
+    generate = backend(model, tokenizer, args, stop)
+    jsonl.parent.mkdir(parents=True, exist_ok=True)
+    with open(jsonl, "a", encoding="utf-8") as f, tqdm(total=len(rows), initial=len(rows) - len(todo),
+                                                       desc="GSM8K", unit="q") as bar:
+        position = {index: n for n, index in enumerate(todo)}
+        for block in _blocks(todo, args.batch_size):
+            batch = block
+            t0 = time.perf_counter()
+            # Seeded by the block's place in the split, so a resumed run samples what an uninterrupted one would.
+            results = generate([prompts[position[i]] for i in batch],
+                               seed=args.seed + batch[0] // args.batch_size)
+            seconds = (time.perf_counter() - t0) / len(batch)
+            for index, samples in zip(batch, results):
+                row = rows[index]
+                gold = str(extract_gold(row["answer"]))
+                record = score_item(index, row["question"], gold, [s.text for s in samples],
+                                    [s.num_tokens for s in samples], [s.truncated for s in samples], seconds, sid)
+                f.write(json.dumps(record) + "\n")
+            f.flush()
+            bar.update(len(batch))
+
+
+def _blocks(indices: list[int], size: int) -> list[list[int]]:
+    """Group indices by ``index // size``: batches stay aligned to the split when some items are already done.
+
+    >>> _blocks([0, 1, 2, 5, 6, 9], 4)
+    [[0, 1, 2], [5, 6], [9]]
+    """
+    blocks: dict[int, list[int]] = {}
+    for i in indices:
+        blocks.setdefault(i // size, []).append(i)
+    return list(blocks.values())
+
+
+def _print_summary(summary: dict, output: Path) -> None:
+    width = max(len(key) for key in summary)
+    for key, value in summary.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else value
+        print(f"{key:<{width}}  {shown}")
+    print(f"wrote {output} and {output.with_suffix('.jsonl')}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
