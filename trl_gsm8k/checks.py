@@ -1,0 +1,152 @@
+"""Checks run before any weight is loaded: each failure names its fix.
+
+A mistake found after a 3 GB download or ten minutes of DeepSpeed set-up wastes a user's evening; these read only
+the environment, the recipe and the model's config.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .rewards import REWARDS
+
+
+class LaunchError(ValueError):
+    """A launch problem found before training starts, with its fix in the message."""
+
+
+def check_distributed_environment(gradient_accumulation_steps: int, cuda_available: bool | None = None) -> None:
+    """DeepSpeed on CPU with several processes, and accumulation steps that disagree with the accelerate file."""
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    use_deepspeed = os.environ.get("ACCELERATE_USE_DEEPSPEED", "").lower() == "true"
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if use_deepspeed and world_size > 1 and not cuda_available:
+        raise LaunchError(
+            f"DeepSpeed was launched with {world_size} processes on a machine without CUDA: Accelerate does not "
+            "support DeepSpeed on CPU with several processes (DeepSpeed's batch-size check fails). Use one process "
+            "(`--num_processes 1`, the default of accelerate_configs/zero2_offload.yaml), or for a multi-process "
+            "CPU run use DDP on gloo: `ACCELERATE_USE_CPU=true torchrun --nproc_per_node N -m trl_gsm8k.train "
+            "--config RECIPE`."
+        )
+    if not use_deepspeed:
+        return
+    fixed = {}
+    env_value = os.environ.get("ACCELERATE_GRADIENT_ACCUMULATION_STEPS")
+    if env_value and env_value != "auto":
+        fixed["the accelerate config's deepspeed_config"] = env_value
+    config_file = os.environ.get("ACCELERATE_DEEPSPEED_CONFIG_FILE")
+    if config_file and Path(config_file).is_file():
+        try:
+            value = json.loads(Path(config_file).read_text()).get("gradient_accumulation_steps", "auto")
+        except json.JSONDecodeError as exc:
+            raise LaunchError(f"DeepSpeed config {config_file} is not valid JSON: {exc}") from None
+        if value != "auto":
+            fixed[config_file] = value
+    for where, value in fixed.items():
+        if int(value) != gradient_accumulation_steps:
+            raise LaunchError(
+                f"gradient_accumulation_steps is {value} in {where} but {gradient_accumulation_steps} in the recipe: "
+                "DeepSpeed would stop with a batch-size assertion. Remove it from the accelerate/DeepSpeed file "
+                "(or set it to \"auto\") so the recipe decides."
+            )
+
+
+def check_precision(bf16: bool, fp16: bool, use_cpu: bool, cuda_available: bool | None = None) -> None:
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    if (bf16 or fp16) and (use_cpu or not cuda_available):
+        flag = "bf16" if bf16 else "fp16"
+        raise LaunchError(
+            f"{flag}: true needs a GPU, and this run is on the CPU. Set `{flag}: false` in the recipe "
+            f"(or pass `--{flag} false`); the CPU demo recipe smollm2-135m_cpu_demo.yaml already does."
+        )
+
+
+def resolve_reward_funcs(names: list[str]) -> list[Callable[..., list[float | None]]]:
+    """Reward callables from short names (``correctness``, ``format``, ...) or dotted paths (``pkg.mod.func``)."""
+    if not names:
+        raise LaunchError(f"reward_funcs is empty: name at least one of {sorted(REWARDS)} or a dotted path.")
+    funcs = []
+    for name in names:
+        if name in REWARDS:
+            funcs.append(REWARDS[name])
+            continue
+        module_name, _, attr = name.rpartition(".")
+        try:
+            func: Any = getattr(importlib.import_module(module_name), attr) if module_name else None
+        except (ImportError, AttributeError):
+            func = None
+        if not callable(func):
+            raise LaunchError(
+                f"Unknown reward function {name!r}: use one of {sorted(REWARDS)} or a dotted import path to a "
+                "callable such as trl_gsm8k.rewards.correctness_reward."
+            )
+        funcs.append(func)
+    return funcs
+
+
+def check_model_config(model_path: str, trust_remote_code: bool = False):
+    """Load the model's config only (no weights): a missing path or an unknown Hub id fails here, clearly."""
+    from transformers import AutoConfig
+
+    # A Hub id is "name" or "org/name"; anything else that is not on disk is a missing local path.
+    looks_local = model_path.startswith((".", "/", "~")) or model_path.count("/") > 1
+    if looks_local and not Path(os.path.expanduser(model_path)).exists():
+        raise LaunchError(f"Model path {model_path!r} does not exist. Give a local model directory, a Hub id, or "
+                          "smollm2-135m-instruct (the offline model).")
+    try:
+        return AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise LaunchError(
+            f"Cannot read the config of model {model_path!r} ({str(exc).splitlines()[0]}). Give an existing local "
+            "directory, a Hub id reachable from this machine, or smollm2-135m-instruct (the offline model)."
+        ) from None
+
+
+def estimate_weight_bytes(config: Any, bytes_per_param: float) -> int:
+    """Parameter count from a decoder config (embeddings, attention, MLP), times bytes per parameter."""
+    text = getattr(config, "text_config", None) or config
+    hidden, layers, vocab = text.hidden_size, text.num_hidden_layers, text.vocab_size
+    heads = text.num_attention_heads
+    kv_heads = getattr(text, "num_key_value_heads", None) or heads
+    head_dim = getattr(text, "head_dim", None) or hidden // heads
+    inter = getattr(text, "intermediate_size", None) or 4 * hidden
+    attention = hidden * head_dim * (2 * heads + 2 * kv_heads)
+    mlp = 3 * hidden * inter
+    embeddings = vocab * hidden * (1 if getattr(text, "tie_word_embeddings", False) else 2)
+    return int((layers * (attention + mlp) + embeddings) * bytes_per_param)
+
+
+def check_fits_in_memory(config: Any, bytes_per_param: float, available_bytes: int, where: str) -> None:
+    needed = estimate_weight_bytes(config, bytes_per_param)
+    if needed > available_bytes:
+        raise LaunchError(
+            f"The model's weights alone need about {needed / 2**30:.1f} GiB but {where} has "
+            f"{available_bytes / 2**30:.1f} GiB available. Use a smaller model, LoRA with load_in_4bit (QLoRA), "
+            "or a machine with more memory."
+        )
+
+
+def available_memory_bytes() -> tuple[int, str]:
+    """Free memory of the device the weights load on: the GPU's when CUDA is present, else the machine's RAM."""
+    import torch
+
+    if torch.cuda.is_available():
+        free, _ = torch.cuda.mem_get_info()
+        return free, "the GPU"
+    try:
+        with open("/proc/meminfo") as f:
+            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
+        return info.get("MemAvailable", info["MemTotal"]), "this machine's RAM"
+    except (OSError, KeyError, ValueError):
+        return 2**62, "this machine"
