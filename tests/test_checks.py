@@ -1,0 +1,127 @@
+"""Launch problems are caught before any weight is loaded, each with a message naming its fix."""
+
+import json
+
+import pytest
+
+from trl_gsm8k.checks import (
+    LaunchError,
+    check_distributed_environment,
+    check_fits_in_memory,
+    check_model_config,
+    check_precision,
+    estimate_weight_bytes,
+    resolve_reward_funcs,
+)
+from trl_gsm8k.rewards import correctness_reward
+from trl_gsm8k.train import cli, parse
+
+
+def test_deepspeed_with_several_cpu_processes_is_refused(monkeypatch):
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(LaunchError, match="torchrun --nproc_per_node"):
+        check_distributed_environment(8, cuda_available=False)
+    check_distributed_environment(8, cuda_available=True)  # fine on GPUs
+
+
+def test_accumulation_in_the_accelerate_files_must_match_the_recipe(monkeypatch, tmp_path):
+    monkeypatch.setenv("ACCELERATE_USE_DEEPSPEED", "true")
+    monkeypatch.setenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS", "4")
+    with pytest.raises(LaunchError, match="4 in the accelerate config's deepspeed_config but 8 in the recipe"):
+        check_distributed_environment(8, cuda_available=False)
+    check_distributed_environment(4, cuda_available=False)
+    monkeypatch.delenv("ACCELERATE_GRADIENT_ACCUMULATION_STEPS")
+    config = tmp_path / "ds.json"
+    config.write_text(json.dumps({"gradient_accumulation_steps": 2}))
+    monkeypatch.setenv("ACCELERATE_DEEPSPEED_CONFIG_FILE", str(config))
+    with pytest.raises(LaunchError, match="set it to \"auto\""):
+        check_distributed_environment(8, cuda_available=False)
+    config.write_text(json.dumps({"gradient_accumulation_steps": "auto"}))
+    check_distributed_environment(8, cuda_available=False)
+
+
+def test_shipped_deepspeed_configs_leave_sizes_to_the_recipe():
+    for name in ("zero2_offload.json", "zero3.json"):
+        config = json.loads(open(f"accelerate_configs/deepspeed/{name}").read())
+        for key in ("gradient_accumulation_steps", "train_batch_size", "train_micro_batch_size_per_gpu"):
+            assert config[key] == "auto", (name, key)
+
+
+def test_bf16_on_cpu_names_the_fix():
+    with pytest.raises(LaunchError, match="Set `bf16: false`"):
+        check_precision(bf16=True, fp16=False, use_cpu=False, cuda_available=False)
+    check_precision(bf16=True, fp16=False, use_cpu=False, cuda_available=True)
+    check_precision(bf16=False, fp16=False, use_cpu=True, cuda_available=False)
+
+
+def test_reward_names():
+    assert resolve_reward_funcs(["correctness", "trl_gsm8k.rewards.correctness_reward"]) == [correctness_reward] * 2
+    for bad in (["corectness"], ["no.such.module.f"], ["trl_gsm8k.rewards.nope"], ["trl_gsm8k.rewards.REWARDS"]):
+        with pytest.raises(LaunchError, match="Unknown reward function"):
+            resolve_reward_funcs(bad)
+    with pytest.raises(LaunchError, match="empty"):
+        resolve_reward_funcs([])
+
+
+def test_missing_model_path(tmp_path):
+    with pytest.raises(LaunchError, match="does not exist"):
+        check_model_config(str(tmp_path / "nowhere"))
+    with pytest.raises(LaunchError, match="Cannot read the config"):
+        check_model_config(str(tmp_path))  # exists, but holds no model
+
+
+def test_model_too_large_for_the_machine(tiny_model_dir):
+    from transformers import Qwen2Config
+
+    config = Qwen2Config(hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12,
+                         num_key_value_heads=2, vocab_size=151936, tie_word_embeddings=True)
+    # Qwen2.5-1.5B: 1.54 B parameters (Qwen's model card); our count from the config must land close.
+    assert estimate_weight_bytes(config, 1) == pytest.approx(1.54e9, rel=0.03)
+    with pytest.raises(LaunchError, match="load_in_4bit"):
+        check_fits_in_memory(config, 2.0, 2 * 2**30, "the GPU")
+    check_fits_in_memory(check_model_config(tiny_model_dir), 4.0, 2**30, "the GPU")
+
+
+def test_recipe_errors_exit_with_one_clear_line(tmp_path):
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("learning_rate: [1e-5\n")
+    with pytest.raises(SystemExit, match="not valid YAML"):
+        parse(["--config", str(bad_yaml)])
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("learning_rte: 1.0e-5\nbf16: false\n")
+    with pytest.raises(SystemExit, match="learning_rte.*check the key's spelling"):
+        parse(["--config", str(unknown)])
+    with pytest.raises(SystemExit, match="recipe not found"):
+        parse(["--config", str(tmp_path / "missing.yaml")])
+    indivisible = tmp_path / "indivisible.yaml"
+    indivisible.write_text("bf16: false\nper_device_train_batch_size: 3\nnum_generations: 2\n")
+    with pytest.raises(SystemExit, match="must be divisible by num_generations"):
+        parse(["--config", str(indivisible), "--output_dir", str(tmp_path)])
+
+
+def test_cli_reports_launch_errors_before_loading_weights(tmp_path, tiny_model_dir):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model_name_or_path: {tiny_model_dir}\nbf16: false\nuse_cpu: true\nreward_funcs: [corect]\n")
+    with pytest.raises(SystemExit, match="Unknown reward function 'corect'"):
+        cli(["--config", str(recipe), "--output_dir", str(tmp_path / "out")])
+    recipe.write_text(f"model_name_or_path: {tmp_path}/missing-model\nbf16: false\nuse_cpu: true\n")
+    with pytest.raises(SystemExit, match="does not exist"):
+        cli(["--config", str(recipe), "--output_dir", str(tmp_path / "out")])
+    recipe.write_text(f"model_name_or_path: {tiny_model_dir}\nbf16: false\nuse_cpu: true\ndataset_source: {tmp_path}/nope\n")
+    with pytest.raises(SystemExit, match="neither 'bundled'"):
+        cli(["--config", str(recipe), "--output_dir", str(tmp_path / "out")])
+    recipe.write_text(f"model_name_or_path: {tiny_model_dir}\nbf16: false\nuse_cpu: true\nreward_weights: [1.0]\n")
+    with pytest.raises(SystemExit, match="one weight per function"):
+        cli(["--config", str(recipe), "--output_dir", str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+
+
+def test_recipes_parse(tmp_path):
+    import glob
+
+    for recipe in sorted(glob.glob("recipes/*.yaml")):
+        script_args, training_args, model_args = parse(["--config", recipe, "--output_dir", str(tmp_path),
+                                                         "--bf16", "false", "--use_cpu", "true"])
+        assert model_args.model_name_or_path, recipe
+        resolve_reward_funcs(script_args.reward_funcs)

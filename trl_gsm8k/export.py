@@ -1,0 +1,67 @@
+"""Merge a trained LoRA adapter into its base model and save a plain Transformers model.
+
+    python -m trl_gsm8k.export --checkpoint outputs/run --output outputs/run-merged
+
+The result loads with `AutoModelForCausalLM.from_pretrained` alone (no PEFT), for evaluation, vLLM or the Hub.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from .models import resolve_model_path
+
+
+def base_model_of(adapter_dir: str | os.PathLike) -> str:
+    """The base model an adapter was trained on, from its ``adapter_config.json``."""
+    config_file = Path(adapter_dir) / "adapter_config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(
+            f"{adapter_dir} holds no adapter_config.json: it is not a LoRA adapter. A full fine-tune's output is "
+            "already a plain model; load it directly."
+        )
+    base = json.loads(config_file.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{config_file} does not name its base model (base_model_name_or_path).")
+    return base
+
+
+def export_merged(checkpoint: str, output: str, base_model: str | None = None, dtype: str = "auto") -> str:
+    """Load ``base + adapter``, merge the adapter into the weights, save model and tokenizer to ``output``."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base = resolve_model_path(base_model or base_model_of(checkpoint))
+    if not os.path.exists(base) and base.startswith((".", "/", "~")):
+        raise FileNotFoundError(f"Base model {base!r} of adapter {checkpoint} not found; pass --base-model PATH.")
+    torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
+    merged = PeftModel.from_pretrained(model, checkpoint).merge_and_unload()
+    merged.save_pretrained(output)
+    tokenizer_source = checkpoint if (Path(checkpoint) / "tokenizer_config.json").is_file() else base
+    AutoTokenizer.from_pretrained(tokenizer_source).save_pretrained(output)
+    return output
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m trl_gsm8k.export", description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", required=True, help="A training output or checkpoint-N directory with a LoRA adapter.")
+    parser.add_argument("--output", required=True, help="Where to write the merged model.")
+    parser.add_argument("--base-model", default=None, help="Override the base model named in adapter_config.json.")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "float32", "bfloat16", "float16"])
+    args = parser.parse_args(argv)
+    try:
+        out = export_merged(args.checkpoint, args.output, args.base_model, args.dtype)
+    except (FileNotFoundError, ValueError, OSError) as exc:
+        parser.exit(2, f"error: {exc}\n")
+    print(f"Merged model written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
