@@ -115,13 +115,3 @@ def test_cli_reports_launch_errors_before_loading_weights(tmp_path, tiny_model_d
     with pytest.raises(SystemExit, match="one weight per function"):
         cli(["--config", str(recipe), "--output_dir", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
-
-
-def test_recipes_parse(tmp_path):
-    import glob
-
-    for recipe in sorted(glob.glob("recipes/*.yaml")):
-        script_args, training_args, model_args = parse(["--config", recipe, "--output_dir", str(tmp_path),
-                                                         "--bf16", "false", "--use_cpu", "true"])
-        assert model_args.model_name_or_path, recipe
-        resolve_reward_funcs(script_args.reward_funcs)
