@@ -3,9 +3,11 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-TORCH ?= torch==2.13.0
+# CPU build when no NVIDIA driver is present; the CUDA build from PyPI otherwise.
+TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
+DEMO_RECIPE ?= recipes/smollm2-135m_cpu_demo.yaml
 
-.PHONY: setup test
+.PHONY: setup test demo
 
 $(BIN)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,3 +22,7 @@ setup: $(BIN)/.installed
 
 test: setup
 	$(BIN)/python -m pytest
+
+demo: setup
+	$(BIN)/accelerate launch --config_file accelerate_configs/zero2_offload.yaml -m trl_gsm8k.train \
+		--config $(DEMO_RECIPE)

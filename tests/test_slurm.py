@@ -1,0 +1,31 @@
+"""The SLURM script hands each node its rank and the main node's address (SLURM's tools stubbed on PATH)."""
+
+import os
+import subprocess
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "slurm" / "train.sbatch"
+
+STUBS = {
+    "srun": '#!/bin/bash\nwhile [[ "$1" == --* ]]; do shift; done\nexec "$@"\n',
+    "scontrol": "#!/bin/bash\nprintf 'gpu-node-07\\ngpu-node-08\\n'\n",
+    "nvidia-smi": "#!/bin/bash\nprintf 'GPU 0\\nGPU 1\\nGPU 2\\nGPU 3\\n'\n",
+    "accelerate": '#!/bin/bash\necho "ARGS: $*"\n',
+}
+
+
+def test_node_rank_and_main_address_come_from_slurm(tmp_path):
+    for name, body in STUBS.items():
+        (tmp_path / name).write_text(body)
+        (tmp_path / name).chmod(0o755)
+    env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "SLURM_JOB_NODELIST": "gpu-node-[07-08]",
+           "SLURM_NNODES": "2", "SLURM_NODEID": "1"}
+    out = subprocess.run(["bash", str(SCRIPT), "recipes/r.yaml", "--max_steps", "5"], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    args = out.split("ARGS: ", 1)[1].split()
+    value = {args[i]: args[i + 1] for i in range(len(args) - 1) if args[i].startswith("--")}
+    assert value["--machine_rank"] == "1" and value["--num_machines"] == "2"
+    assert value["--num_processes"] == "8"  # 2 nodes x 4 GPUs
+    assert value["--main_process_ip"] == "gpu-node-07"
+    assert value["--config_file"] == "accelerate_configs/zero2_offload.yaml"
+    assert args[-6:] == ["-m", "trl_gsm8k.train", "--config", "recipes/r.yaml", "--max_steps", "5"]
