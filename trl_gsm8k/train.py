@@ -157,12 +157,12 @@ def _write_run_info(trainer, output_dir: str) -> None:
 
 
 def _write_curves(output_dir: str) -> None:
+    from pathlib import Path
+
+    from .plot import plot_training
+
     try:
-        from .plot import plot_run
-    except ImportError:
-        return
-    try:
-        plot_run(output_dir)
+        plot_training(Path(output_dir))
     except Exception as exc:  # a picture must never cost the trained model
         logger.warning("Could not draw the training curves: %s", exc)
 
