@@ -26,7 +26,7 @@ def write_recipe(path: Path, model_dir: Path, **overrides) -> Path:
         "model_name_or_path": str(model_dir), "max_train_samples": 16, "num_generations": 2,
         "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2, "max_completion_length": 8,
         "max_steps": 2, "bf16": False, "learning_rate": 1e-3, "lr_scheduler_type": "constant",
-        "logging_steps": 1, "report_to": "none", "save_steps": 1, "seed": 7,
+        "logging_steps": 1, "report_to": "none", "save_steps": 1, "seed": 7, "activation_checkpointing": False,
         "reward_funcs": ["correctness", "launch_rewards.char_count_reward"],
     }
     recipe.update(overrides)
