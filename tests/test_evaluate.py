@@ -11,7 +11,7 @@ from trl_gsm8k.evaluate import (
     lm_eval_correct, lm_eval_extract, main, majority_answer, pass_at_k, resolve_model, score_item, summarize,
 )
 
-FAST = ["--max-new-tokens", "4", "--batch-size", "2"]
+FAST = ["--max-new-tokens", "4", "--batch-size", "2", "--threads", "1"]  # 1 thread: fast on a shared CPU
 
 
 # --- pure metrics ------------------------------------------------------------------------------------------------
@@ -122,7 +122,7 @@ def test_resume_keeps_finished_items(tiny_model_dir, tmp_path, monkeypatch):
 def test_greedy_is_deterministic_across_batch_sizes(tiny_model_dir, tmp_path):
     for bs in ("1", "3"):
         assert main(["--model", tiny_model_dir, "--limit", "3", "--max-new-tokens", "4", "--batch-size", bs,
-                     "--output", str(tmp_path / bs / "eval.json")]) == 0
+                     "--threads", "1", "--output", str(tmp_path / bs / "eval.json")]) == 0
     one, three = (_jsonl(tmp_path / bs / "eval.jsonl") for bs in ("1", "3"))
     assert [it["completions"] for it in one] == [it["completions"] for it in three]
 

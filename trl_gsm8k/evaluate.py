@@ -190,8 +190,8 @@ def score_item(
 def fewshot_prefix(source: str = BUNDLED) -> str:
     """lm-eval's 8-shot gsm8k format from the first 8 train rows: ``Question: ...\\nAnswer: ... #### N`` blocks.
 
-    >>> print(fewshot_prefix()[:60])
-    Question: Natalia sold clips to 48 of her friends in April, a
+    >>> print(fewshot_prefix()[:59])
+    Question: Natalia sold clips to 48 of her friends in April,
     """
     blocks = []
     for row in read_rows("train", source)[:FEWSHOT_N]:
@@ -432,12 +432,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
                         help="auto: bfloat16 on GPU, float32 on CPU")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
+    parser.add_argument("--threads", type=int,
+                        help="torch CPU threads (on a busy shared CPU, 1 can be 10x faster than oversubscribing)")
     parser.add_argument("--data-source", default=BUNDLED, help="GSM8K source, as in data.read_rows")
     group = parser.add_mutually_exclusive_group()
     group.add_argument("--resume", action="store_true", help="require an existing JSONL to continue from")
     group.add_argument("--overwrite", action="store_true", help="discard an existing JSONL")
     args = parser.parse_args(argv)
-    for name in ("limit", "num_samples", "batch_size", "max_new_tokens"):
+    for name in ("limit", "num_samples", "batch_size", "max_new_tokens", "threads"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -475,7 +477,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         logger.info("resuming from %s: %d of %d items already done", jsonl, len(rows) - len(todo), len(rows))
 
     if todo:
-        _generate_missing(args, rows, todo, jsonl, sid)
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            if args.threads:
+                torch.set_num_threads(args.threads)
+            _generate_missing(args, rows, todo, jsonl, sid)
+        finally:
+            torch.set_num_threads(threads)  # main() may run inside a longer process (tests, notebooks)
         finished = read_finished(jsonl, sid)
     items = [finished[i] for i in range(len(rows))]
     summary = summarize(items)
