@@ -182,6 +182,15 @@ def test_prompt_longer_than_context(tiny_model_dir, tmp_path):
               "--output", str(tmp_path / "e.json"), *FAST])
 
 
+def test_fewshot_prompt_runs_end_to_end(tiny_model_dir, tmp_path):
+    out = tmp_path / "eval.json"
+    assert main(["--model", tiny_model_dir, "--limit", "2", "--prompt", "lm-eval-fewshot", "--num-fewshot", "1",
+                 "--output", str(out), *FAST]) == 0
+    settings = json.loads(out.read_text())["settings"]
+    assert settings["prompt"] == "lm-eval-fewshot" and settings["num_fewshot"] == 1
+    assert all("Question:" not in c for it in _jsonl(tmp_path / "eval.jsonl") for c in it["completions"])
+
+
 def test_fewshot_prompt_format():
     prefix = ev.fewshot_prefix()
     blocks = prefix.strip().split("\n\n")

@@ -10,8 +10,12 @@ Reported (``eval.json``: summary + settings; ``eval.jsonl`` beside it: one line 
   with ``--num-samples K > 1`` (sampling) also maj@K and pass@K (unbiased estimator, Chen et al. 2021).
 - the same pass@1 with **lm-evaluation-harness's own extraction**, for comparison with published numbers: its
   strict regex ``#### (\-?[0-9\.\,]+)`` and its flexible *last number anywhere* (which credits an answer that was
-  never declared). Use ``--prompt lm-eval-fewshot`` for its 8-shot plain-text prompt format; our exemplars are the
-  first 8 *train* rows (annotations stripped), not lm-eval's fixed exemplar set, so numbers are close, not equal.
+  never declared), scored as lm-eval does (string equality after dropping ``,``, ``$`` and a trailing ``.``).
+  ``--prompt lm-eval-fewshot`` uses the plain-text format of lm-eval's ``gsm8k`` task (``Question: ...\nAnswer:``
+  blocks ending ``#### N``, no chat template, stop at ``Question:``). Its exemplars are the first
+  ``--num-fewshot`` (default 8) *train* rows with calculator annotations stripped. lm-eval's ``gsm8k`` task draws
+  5 seeded-random train rows (annotations kept) and its 8-shot ``gsm8k_cot`` uses 8 fixed exemplars in another
+  format (``Q: ... A: ... The answer is N.``): compare with ``--num-fewshot 5``; the numbers are close, not equal.
 - declare rate (completions declaring any answer), truncation rate (no EOS within ``--max-new-tokens``), mean
   completion length in tokens, generated tokens/s and wall time.
 
@@ -50,7 +54,7 @@ from .data import BUNDLED, read_rows
 logger = logging.getLogger("trl_gsm8k.evaluate")
 
 TRUNCATION_WARN_FRACTION = 0.10
-FEWSHOT_N = 8
+FEWSHOT_N = 8  # the brief's choice; lm-eval's `gsm8k` task (this format) uses 5, its `gsm8k_cot` 8 (other format)
 FEWSHOT_STOP = "Question:"  # lm-eval's `until` for gsm8k; the model would go on to write the next question
 
 # lm-evaluation-harness gsm8k task: filters and the exact-match normalisation (regexes_to_ignore).
@@ -187,25 +191,26 @@ def score_item(
 # --- prompts -----------------------------------------------------------------------------------------------------
 
 
-def fewshot_prefix(source: str = BUNDLED) -> str:
-    """lm-eval's 8-shot gsm8k format from the first 8 train rows: ``Question: ...\\nAnswer: ... #### N`` blocks.
+def fewshot_prefix(num_fewshot: int = FEWSHOT_N, source: str = BUNDLED) -> str:
+    """lm-eval's gsm8k format from the first train rows: ``Question: ...\\nAnswer: ... #### N`` blocks.
 
     >>> print(fewshot_prefix()[:59])
     Question: Natalia sold clips to 48 of her friends in April,
     """
     blocks = []
-    for row in read_rows("train", source)[:FEWSHOT_N]:
+    for row in read_rows("train", source)[:num_fewshot]:
         work, final = row["answer"].rsplit("####", 1)
         blocks.append(f"Question: {row['question']}\nAnswer: {strip_annotations(work).strip()}\n#### {final.strip()}")
     return "\n\n".join(blocks) + "\n\n"
 
 
-def build_prompts(rows: Sequence[dict], prompt: str, tokenizer, source: str = BUNDLED) -> list[str]:
+def build_prompts(rows: Sequence[dict], prompt: str, tokenizer, source: str = BUNDLED,
+                  num_fewshot: int = FEWSHOT_N) -> list[str]:
     """The text each question is generated from: the training chat prompt through the chat template, or 8-shot."""
     from .data import build_prompt
 
     if prompt == "lm-eval-fewshot":
-        prefix = fewshot_prefix(source)
+        prefix = fewshot_prefix(num_fewshot, source)
         return [f"{prefix}Question: {row['question']}\nAnswer:" for row in rows]
     if getattr(tokenizer, "chat_template", None) is None:
         logger.warning("the tokenizer has no chat template: using the plain-text training prompt")
@@ -377,12 +382,15 @@ class VLLMGenerator:
 # --- the run -----------------------------------------------------------------------------------------------------
 
 SETTINGS_KEYS = ("model", "split", "prompt", "data_source", "num_samples", "temperature", "max_new_tokens", "seed",
-                 "backend", "dtype")
+                 "backend", "dtype", "num_fewshot")
 """What must match for a JSONL to be resumed (--limit and --batch-size may change)."""
 
 
 def settings_of(args: argparse.Namespace) -> dict:
-    return {key: getattr(args, key) for key in SETTINGS_KEYS}
+    settings = {key: getattr(args, key) for key in SETTINGS_KEYS}
+    if args.prompt != "lm-eval-fewshot":
+        del settings["num_fewshot"]  # no meaning for the chat prompt
+    return settings
 
 
 def settings_id(settings: dict) -> str:
@@ -426,6 +434,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="completion budget (reasoning models: 2048-4096)")
     parser.add_argument("--prompt", choices=("train", "lm-eval-fewshot"), default="train",
                         help="train: the training chat prompt (data.py); lm-eval-fewshot: 8-shot plain text")
+    parser.add_argument("--num-fewshot", type=int, default=FEWSHOT_N,
+                        help=f"exemplars for lm-eval-fewshot (default {FEWSHOT_N}; lm-eval's gsm8k task uses 5)")
     parser.add_argument("--output", default="eval.json", help="summary JSON; items go to the same stem .jsonl")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
@@ -439,7 +449,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     group.add_argument("--resume", action="store_true", help="require an existing JSONL to continue from")
     group.add_argument("--overwrite", action="store_true", help="discard an existing JSONL")
     args = parser.parse_args(argv)
-    for name in ("limit", "num_samples", "batch_size", "max_new_tokens", "threads"):
+    for name in ("limit", "num_samples", "batch_size", "max_new_tokens", "threads", "num_fewshot"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -509,7 +519,7 @@ def _generate_missing(args: argparse.Namespace, rows: list[dict], todo: list[int
     model = resolve_model(args.model)
     tokenizer = load_tokenizer(model)
     stop = FEWSHOT_STOP if args.prompt == "lm-eval-fewshot" else None
-    prompts = build_prompts([rows[i] for i in todo], args.prompt, tokenizer, args.data_source)
+    prompts = build_prompts([rows[i] for i in todo], args.prompt, tokenizer, args.data_source, args.num_fewshot)
     longest = max(len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"])
     limit = context_length(model.path)
     if limit is not None and longest + args.max_new_tokens > limit:
