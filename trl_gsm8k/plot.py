@@ -22,6 +22,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 @dataclass
@@ -116,6 +117,8 @@ def plot_training(run: Path, output: Path | None = None) -> Path:
             ax.fill_between([x for x, _, _ in points], [m - s for _, m, s in points], [m + s for _, m, s in points],
                             alpha=0.25, label=f"± {band}")
         ax.set_title(panel.title)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.ticklabel_format(axis="y", useOffset=False)  # no "1e-6+1.0796e1" offset labels on near-flat curves
         ax.set_xlabel("step")
         ax.set_ylabel(panel.ylabel)
         ax.grid(alpha=0.3)
