@@ -113,3 +113,25 @@ def test_killed_run_resumes_from_its_checkpoint(runs):
     assert worst < WEIGHT_TOL, f"resumed run differs from the uninterrupted one by {worst:.2e}"
     state = torch.load(out / "checkpoint-2" / "scheduler.pt", weights_only=False)
     assert state["last_epoch"] == 2
+
+
+def test_ctrl_c_names_the_checkpoint_to_resume_from(runs):
+    out = runs["tmp"] / "interrupted"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trl_gsm8k.train", "--config", str(runs["recipe"]), "--use_cpu", "true",
+         "--output_dir", str(out), "--max_steps", "50"],
+        cwd=ROOT, env={**ENV, "PYTHONPATH": f"{ROOT / 'tests'}"}, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True,
+    )
+    deadline = time.time() + 600
+    while not (out / "checkpoint-1" / "trainer_state.json").is_file() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.2)
+    time.sleep(1.0)  # let checkpoint-1 finish writing; the run is inside a later step now
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output[-3000:]
+    assert "Interrupted: resume with --resume_from_checkpoint" in output
+    assert "Traceback" not in output
+    last = output.rsplit("--resume_from_checkpoint ", 1)[1].split()[0].rstrip(".")
+    state = json.loads((Path(last) / "trainer_state.json").read_text())
+    assert state["global_step"] >= 1 and (Path(last) / "model.safetensors").is_file()
