@@ -80,7 +80,8 @@ def test_config_rejects_bad_values_before_any_model(tmp_path):
     make_args(tmp_path, kl_old_coef=0.1, num_iterations=2, gradient_accumulation_steps=2)  # spg=2: reused
     make_args(tmp_path, kl_old_coef=0.1, num_iterations=2)
     make_args(tmp_path, kl_old_coef=0.1, steps_per_generation=2)
-    with pytest.raises(ValueError, match=r"generation_batch_size \(6\) must be divisible by num_generations \(4\)"):
+    with pytest.raises(ValueError, match=r"generation_batch_size \(6\) must be divisible by num_generations \(4\)"
+                       r".*per_device_train_batch_size \(6\) × processes \(1\) × steps_per_generation \(1\)"):
         make_args(tmp_path, per_device_train_batch_size=6)
     with pytest.raises(ValueError, match="only applies to advantage_estimator='trl'"):
         make_args(tmp_path, scale_rewards="batch")

@@ -73,9 +73,18 @@ class GSM8KGRPOConfig(GRPOConfig):
             raise ValueError(f"advantage_eps must be >= 0, got {self.advantage_eps}.")
         if not self.kl_old_coef >= 0:
             raise ValueError(f"kl_old_coef must be >= 0, got {self.kl_old_coef}.")
-        # GRPOConfig resolves steps_per_generation and checks that the generation batch holds whole groups
-        # ("generation_batch_size (X) must be divisible by num_generations (G)").
-        super().__post_init__()
+        # GRPOConfig resolves steps_per_generation and checks that the generation batch holds whole groups;
+        # its message names generation_batch_size, which users rarely set, so say where the number comes from.
+        try:
+            super().__post_init__()
+        except ValueError as error:
+            if "must be divisible by num_generations" not in str(error):
+                raise
+            raise ValueError(
+                f"{error} The generation batch is per_device_train_batch_size ({self.per_device_train_batch_size}) "
+                f"× processes ({self.world_size}) × steps_per_generation ({self.steps_per_generation}); it must "
+                f"hold whole groups of num_generations ({self.num_generations}) completions per prompt."
+            ) from error
         if self.advantage_estimator == "group_std":
             if self.scale_rewards != "group":
                 raise ValueError(
