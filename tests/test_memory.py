@@ -1,0 +1,166 @@
+"""The memory planner: parameter counts, terms, every recipe's verdict, and bad input (one line, exit code 2)."""
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from trl_gsm8k import memory
+from trl_gsm8k.memory import GIB, ModelShape, RunSettings, ZeroSetup, estimate
+
+CONFIGS = Path(memory.__file__).parent / "resources" / "model_configs"
+R1, QWEN = "deepseek-ai/DeepSeek-R1-Distill-Qwen-1.5B", "Qwen/Qwen2.5-1.5B-Instruct"
+ZERO2_OFFLOAD = ZeroSetup(stage=2, offload_optimizer=True, overlap_comm=True)
+
+
+def shape(name: str) -> ModelShape:
+    config, _ = memory.load_model_config(name)
+    return ModelShape.from_config(config)
+
+
+def test_bundled_configs_give_the_published_parameter_counts():
+    # Counted on the meta device with transformers 5.24: Qwen2.5-1.5B's 1.54 B, R1-Distill's untied 1.78 B
+    assert shape(R1).params == 1_777_088_000
+    assert shape(QWEN).params == 1_543_714_304
+    assert shape("smollm2-135m-instruct").params == 134_515_008
+
+
+def test_untied_embeddings_cost_vocab_times_hidden_in_bf16():
+    r1, qwen = shape(R1), shape(QWEN)
+    assert (r1.tied, qwen.tied) == (False, True)
+    diff = estimate(r1, RunSettings()).weights - estimate(qwen, RunSettings()).weights
+    assert diff * GIB == pytest.approx(151_936 * 1536 * 2)  # 0.47 GB
+
+
+def test_smollm2_bundled_config_matches_the_converted_gguf_when_cached():
+    from trl_gsm8k.models import SMOLLM2_NAME, cache_dir
+
+    cached = cache_dir() / SMOLLM2_NAME / "config.json"
+    if not cached.is_file():
+        pytest.skip("SmolLM2 not converted on this machine")
+    bundled = json.loads((CONFIGS / "smollm2-135m-instruct.json").read_text())
+    assert ModelShape.from_config(json.loads(cached.read_text())) == ModelShape.from_config(bundled)
+
+
+def test_terms_move_the_way_they_should():
+    s, run = shape(R1), RunSettings(use_peft=False)
+    full = estimate(s, run)
+    assert estimate(s, replace(run, activation_checkpointing=False)).activations > 5 * full.activations
+    assert estimate(s, replace(run, use_peft=True)).optimizer < full.optimizer / 100
+    offloaded = estimate(s, run, ZERO2_OFFLOAD)
+    assert offloaded.optimizer == 0 and offloaded.cpu["optimizer"] * GIB == pytest.approx(s.params * 12)
+    assert estimate(s, run, ZeroSetup(stage=2), num_processes=2).optimizer * GIB == pytest.approx(s.params * 6)
+    stage3 = estimate(s, run, ZeroSetup(stage=3), num_processes=4)
+    assert stage3.weights == pytest.approx(full.weights / 4) and stage3.kv_cache > full.weights * 0.7
+    longer = estimate(s, replace(run, completion_tokens=1024))
+    assert longer.kv_cache > full.kv_cache and longer.activations > full.activations
+    qlora = estimate(s, replace(run, use_peft=True, load_in_4bit=True, nested_quant=True))
+    assert qlora.weights < full.weights / 2
+
+
+def test_a_small_gpu_gets_a_verdict_naming_one_change():
+    s, run = shape(R1), RunSettings(use_peft=False, activation_checkpointing=False)
+    est = estimate(s, run, gpu_gb=8)
+    advice = memory.advise(s, run, ZeroSetup(), 8)
+    line = memory.verdict(est, advice)
+    assert not est.fits and advice is not None and advice[1].fits
+    assert line.startswith("verdict: does not fit in 8 GB") and advice[0] in line
+    assert memory.advise(s, RunSettings(use_peft=True), ZERO2_OFFLOAD, 8) is None
+
+
+# --- the recipes, parsed by trl_gsm8k.train.parse ---
+
+def plan(recipe: str, accelerate: str = "zero2_offload", gpu_gb: float = 8.0, processes: int = 1):
+    training_args, model_args, mixed = memory.parse_recipe(f"recipes/{recipe}.yaml", ["--output_dir", "/tmp/x"])
+    config, _ = memory.load_model_config(model_args.model_name_or_path)
+    s = ModelShape.from_config(config)
+    run = memory.settings_from_args(training_args, model_args, config, mixed)
+    zero, _ = memory.read_accelerate_config(f"accelerate_configs/{accelerate}.yaml")
+    return estimate(s, run, zero, gpu_gb, processes), memory.advise(s, run, zero, gpu_gb, processes)
+
+
+def test_tutorial_lora_recipe_fits_8gb_with_zero2_offload():
+    est, advice = plan("r1-distill-qwen-1.5b_lora_zero2-offload")
+    assert est.fits and advice is None and 5 < est.peak < 8
+    # DeepSpeed's default reduce bucket, twice with overlap_comm, whatever the number of trainable parameters
+    assert est.zero_buffers == pytest.approx(2 * 5e8 * 2 / GIB, rel=1e-3)
+    kl, _ = plan("r1-distill-qwen-1.5b_lora_kl-old_zero2-offload")
+    assert kl.peak == pytest.approx(est.peak)  # no reference model, no extra copy
+    qwen, _ = plan("qwen2.5-1.5b-instruct_lora_zero2-offload")
+    assert qwen.fits and qwen.peak < est.peak  # tied embeddings
+
+
+def test_full_fine_tune_does_not_fit_8gb_and_the_verdict_names_a_change():
+    est, advice = plan("r1-distill-qwen-1.5b_full_zero2-offload")
+    assert not est.fits and advice is not None and advice[1].fits
+    assert "use LoRA" in memory.verdict(est, advice)
+    assert est.cpu["optimizer"] > 15  # 12 B per parameter in CPU memory
+
+
+def test_qlora_recipe_needs_at_most_5gb():
+    est, _ = plan("r1-distill-qwen-1.5b_qlora", accelerate="single")
+    assert est.peak <= 5
+
+
+def test_cpu_demo_recipe_plans():
+    est, _ = plan("smollm2-135m_cpu_demo")
+    assert est.weights == pytest.approx(134_515_008 * 4 / GIB)  # fp32: no mixed precision, DeepSpeed keeps fp32
+
+
+def test_cli_prints_a_table_and_a_verdict(capsys):
+    code = memory.main(["--config", "recipes/r1-distill-qwen-1.5b_full_zero2-offload.yaml", "--gpu-gb", "80"])
+    out = capsys.readouterr().out
+    assert code == 0 and "deepspeed buffers" in out and out.strip().splitlines()[-1].startswith("verdict: fits")
+
+
+# --- bad input: one line on stderr, exit code 2 ---
+
+def run_main(capsys, *argv):
+    code = memory.main(list(argv))
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+@pytest.mark.parametrize("value", ["0", "-8", "eight", "nan", "inf"])
+def test_gpu_gb_must_be_positive(capsys, value):
+    code, err = run_main(capsys, "--config", "recipes/r1-distill-qwen-1.5b_qlora.yaml", "--gpu-gb", value)
+    assert code == 2 and err == f"error: --gpu-gb must be a positive number, got {value!r}."
+
+
+def test_bad_gpu_gb_from_the_command_line_has_no_traceback():
+    proc = subprocess.run([sys.executable, "-m", "trl_gsm8k.memory", "--config", "recipes/x.yaml", "--gpu-gb", "-1"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_model_config_not_found_offline_says_how_to_give_it(capsys, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model_name_or_path: nobody/no-such-model\nbf16: true\n")
+    code, err = run_main(capsys, "--config", str(recipe), "--gpu-gb", "8")
+    assert code == 2 and len(err.splitlines()) == 1
+    assert "nobody/no-such-model" in err and "--model-config DIR" in err and "Hub" in err
+
+
+def test_a_config_the_planner_does_not_understand(capsys, tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "mystery", "vocab_size": 10}))
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(f"model_name_or_path: {tmp_path}\n")
+    code, err = run_main(capsys, "--config", str(recipe), "--gpu-gb", "8")
+    assert code == 2 and len(err.splitlines()) == 1 and "hidden_size/num_hidden_layers" in err
+
+
+def test_model_config_dir_without_config_json(capsys, tmp_path):
+    code, err = run_main(capsys, "--config", "recipes/r1-distill-qwen-1.5b_qlora.yaml", "--gpu-gb", "8",
+                         "--accelerate-config", "accelerate_configs/single.yaml", "--model-config", str(tmp_path))
+    assert code == 2 and "no config.json" in err
+
+
+def test_unknown_recipe_key_is_one_line(capsys, tmp_path):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("model_name_or_path: smollm2-135m-instruct\nnot_a_field: 1\n")
+    code, err = run_main(capsys, "--config", str(recipe), "--gpu-gb", "8")
+    assert code == 2 and len(err.splitlines()) == 1 and "not_a_field" in err
