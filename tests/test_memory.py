@@ -84,17 +84,19 @@ def plan(recipe: str, accelerate: str = "zero2_offload", gpu_gb: float = 8.0, pr
 
 def test_tutorial_lora_recipe_fits_8gb_with_zero2_offload():
     est, advice = plan("r1-distill-qwen-1.5b_lora_zero2-offload")
-    assert est.fits and advice is None and 5 < est.peak < 8
-    # DeepSpeed's default reduce bucket, twice with overlap_comm, whatever the number of trainable parameters
-    assert est.zero_buffers == pytest.approx(2 * 5e8 * 2 / GIB, rel=1e-3)
+    assert est.fits and advice is None and 4 < est.peak < 8
+    # The shipped JSON's reduce bucket (5e7), twice with overlap_comm, whatever the number of trainable parameters
+    assert est.zero_buffers == pytest.approx(2 * 5e7 * 2 / GIB, rel=1e-3)
     kl, _ = plan("r1-distill-qwen-1.5b_lora_kl-old_zero2-offload")
     assert kl.peak == pytest.approx(est.peak)  # no reference model, no extra copy
     qwen, _ = plan("qwen2.5-1.5b-instruct_lora_zero2-offload")
     assert qwen.fits and qwen.peak < est.peak  # tied embeddings
 
 
-def test_full_fine_tune_does_not_fit_8gb_and_the_verdict_names_a_change():
-    est, advice = plan("r1-distill-qwen-1.5b_full_zero2-offload")
+def test_full_fine_tune_fits_8gb_only_with_offload_and_the_verdict_names_a_change_at_6gb():
+    est, _ = plan("r1-distill-qwen-1.5b_full_zero2-offload")
+    assert est.fits and est.peak > 6  # 3.3 GB bf16 weights + fp32 lm_head gradient + buckets + overhead
+    est, advice = plan("r1-distill-qwen-1.5b_full_zero2-offload", gpu_gb=6.0)
     assert not est.fits and advice is not None and advice[1].fits
     assert "use LoRA" in memory.verdict(est, advice)
     assert est.cpu["optimizer"] > 15  # 12 B per parameter in CPU memory
