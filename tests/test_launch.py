@@ -126,12 +126,14 @@ def test_ctrl_c_names_the_checkpoint_to_resume_from(runs):
     deadline = time.time() + 600
     while not (out / "checkpoint-1" / "trainer_state.json").is_file() and proc.poll() is None and time.time() < deadline:
         time.sleep(0.2)
-    time.sleep(1.0)  # let checkpoint-1 finish writing; the run is inside a later step now
     proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=120)
+    output, _ = proc.communicate(timeout=300)
     assert proc.returncode == 130, output[-3000:]
+    assert "stopping after this step and saving a checkpoint" in output
     assert "Interrupted: resume with --resume_from_checkpoint" in output
     assert "Traceback" not in output
-    last = output.rsplit("--resume_from_checkpoint ", 1)[1].split()[0].rstrip(".")
-    state = json.loads((Path(last) / "trainer_state.json").read_text())
-    assert state["global_step"] >= 1 and (Path(last) / "model.safetensors").is_file()
+    last = Path(output.rsplit("--resume_from_checkpoint ", 1)[1].split()[0].rstrip("."))
+    state = json.loads((last / "trainer_state.json").read_text())
+    assert state["global_step"] >= 2, "the step in progress at Ctrl-C was not finished and saved"
+    assert last.name == f"checkpoint-{state['global_step']}" and (last / "model.safetensors").is_file()
+    assert state["global_step"] < 50 and not (out / "model.safetensors").is_file()

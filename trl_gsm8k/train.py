@@ -10,10 +10,15 @@ ours) and TRL's `ModelConfig`; command-line flags override it. Everything that c
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
 from dataclasses import dataclass, field
+
+from transformers import TrainerCallback
 
 from .checks import (
     LaunchError,
@@ -113,14 +118,15 @@ def main(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOConfig, mode
     resume = training_args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "latest", "last"):
         resume = get_last_checkpoint(training_args.output_dir) or None
+    stop = StopOnInterrupt()
+    trainer.add_callback(stop)
     try:
-        result = trainer.train(resume_from_checkpoint=resume)
-    except KeyboardInterrupt:
-        last = get_last_checkpoint(training_args.output_dir) if os.path.isdir(training_args.output_dir) else None
-        hint = (f"resume with --resume_from_checkpoint {last}" if last
-                else "no checkpoint was written yet (save_steps decides how often)")
-        trainer.accelerator.print(f"\nInterrupted: {hint}.")
-        raise SystemExit(130) from None
+        with stop.installed():
+            result = trainer.train(resume_from_checkpoint=resume)
+    except KeyboardInterrupt:  # the second Ctrl-C: stop now, the last complete checkpoint stays usable
+        _exit_interrupted(trainer, training_args.output_dir)
+    if stop.requested:
+        _exit_interrupted(trainer, training_args.output_dir)
 
     # --- outputs ---
     trainer.save_model(training_args.output_dir)
@@ -132,6 +138,48 @@ def main(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOConfig, mode
         _write_curves(training_args.output_dir)
         trainer.accelerator.print(_summary(training_args.output_dir, model_args.use_peft))
     return training_args.output_dir
+
+
+class StopOnInterrupt(TrainerCallback):
+    """First Ctrl-C: finish the current step, save a checkpoint, stop. Second Ctrl-C: stop at once.
+
+    Stopping between steps never leaves a half-written checkpoint behind.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    @contextlib.contextmanager
+    def installed(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+    def _on_sigint(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to stop now).", flush=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.requested:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+def _exit_interrupted(trainer, output_dir: str) -> None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+    hint = (f"resume with --resume_from_checkpoint {last}" if last
+            else "no checkpoint was written yet (save_steps decides how often)")
+    trainer.accelerator.print(f"\nInterrupted: {hint}.", flush=True)
+    raise SystemExit(130)
 
 
 def _write_run_info(trainer, output_dir: str) -> None:
