@@ -6,7 +6,7 @@ Run by hand (not a test):  python benchmarks/rewards.py  [--output benchmarks/re
 - Agreement on a set of completions written in the declaration formats real models use (#### N, \\boxed{},
   "the answer is", Answer:, ## Final Answer, <think>), half of them wrong on purpose.
 - Throughput of `correctness_reward` and `trl.rewards.accuracy_reward` on the same completions, same process.
-- For reference, lm-evaluation-harness's strict/flexible GSM8K extraction, re-implemented from its published regexes.
+- For reference, lm-evaluation-harness's strict/flexible GSM8K extraction (`trl_gsm8k.evaluate.lm_eval_extract`).
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from trl.rewards import accuracy_reward
 
 from trl_gsm8k.answers import _gold_from_text, extract_gold
 from trl_gsm8k.data import read_rows
+from trl_gsm8k.evaluate import lm_eval_correct, lm_eval_extract
 from trl_gsm8k.rewards import correctness_reward, correctness_reward_strict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,23 +66,10 @@ def format_set() -> tuple[list[str], list[str], list[bool]]:
     return texts, answers, labels
 
 
-def lm_eval_strict(text: str) -> str | None:
-    m = re.search(r"#### (\-?[0-9\.\,]+)", text)
-    return m.group(1) if m else None
-
-
-def lm_eval_flexible(text: str) -> str | None:
-    found = re.findall(r"(-?[$0-9.,]{2,})|(-?[0-9]+)", text)
-    if not found:
-        return None
-    return next(g for g in found[-1] if g)
-
-
-def lm_eval_correct(extracted: str | None, gold: str) -> bool:
-    if extracted is None:
-        return False
-    clean = extracted.replace(",", "").replace("$", "").rstrip(".")
-    return clean == gold.rsplit("####", 1)[1].strip().replace(",", "")
+def lm_eval_agreement(texts: list[str], golds: list[str], labels: list[bool], mode: str) -> float:
+    """lm-evaluation-harness's extraction and exact match (as `trl_gsm8k.evaluate` implements it)."""
+    hits = (lm_eval_correct(lm_eval_extract(t, mode), g) == lab for t, g, lab in zip(texts, golds, labels))
+    return sum(hits) / len(texts)
 
 
 def agreement(scores: list[float | None], labels: list[bool]) -> float:
@@ -118,8 +106,8 @@ def main() -> None:
             "set": name, "n": len(texts),
             "ours": agreement(ours, labels), "ours_strict": agreement(strict, labels),
             "trl": agreement(theirs, labels),
-            "lm_strict": sum(lm_eval_correct(lm_eval_strict(t), a) == lab for t, a, lab in zip(texts, answers, labels)) / len(texts),
-            "lm_flex": sum(lm_eval_correct(lm_eval_flexible(t), a) == lab for t, a, lab in zip(texts, answers, labels)) / len(texts),
+            "lm_strict": lm_eval_agreement(texts, golds, labels, "strict"),
+            "lm_flex": lm_eval_agreement(texts, golds, labels, "flexible"),
             "rate_ours": len(texts) / t_ours, "rate_trl": len(texts) / t_theirs,
         })
         print(rows[-1], flush=True)

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from .models import is_missing_local_path
 from .rewards import REWARDS
 
 
@@ -99,9 +100,7 @@ def check_model_config(model_path: str, trust_remote_code: bool = False):
     """Load the model's config only (no weights): a missing path or an unknown Hub id fails here, clearly."""
     from transformers import AutoConfig
 
-    # A Hub id is "name" or "org/name"; anything else that is not on disk is a missing local path.
-    looks_local = model_path.startswith((".", "/", "~")) or model_path.count("/") > 1
-    if looks_local and not Path(os.path.expanduser(model_path)).exists():
+    if is_missing_local_path(model_path):
         raise LaunchError(f"Model path {model_path!r} does not exist. Give a local model directory, a Hub id, or "
                           "smollm2-135m-instruct (the offline model).")
     try:

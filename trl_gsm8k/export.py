@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from .models import resolve_model_path
+from .models import is_missing_local_path, resolve_model_path
 
 
 def base_model_of(adapter_dir: str | os.PathLike) -> str:
@@ -37,7 +37,7 @@ def export_merged(checkpoint: str, output: str, base_model: str | None = None, d
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     base = resolve_model_path(base_model or base_model_of(checkpoint))
-    if not os.path.exists(base) and base.startswith((".", "/", "~")):
+    if is_missing_local_path(base):
         raise FileNotFoundError(f"Base model {base!r} of adapter {checkpoint} not found; pass --base-model PATH.")
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)

@@ -20,6 +20,17 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TRL_GSM8K_CACHE", Path.home() / ".cache" / "trl_gsm8k"))
 
 
+def is_missing_local_path(name: str) -> bool:
+    """True when ``name`` can only mean a local path (a Hub id is ``name`` or ``org/name``) and nothing is there.
+
+    >>> is_missing_local_path("/no/such/model"), is_missing_local_path("Qwen/Qwen2.5-1.5B-Instruct")
+    (True, False)
+    """
+    if os.path.exists(os.path.expanduser(name)):
+        return False
+    return name.startswith((".", "/", "~")) or name.count("/") > 1
+
+
 def resolve_model_path(name_or_path: str) -> str:
     """Map ``"smollm2-135m-instruct"`` to a cached, converted model directory; return anything else unchanged.
 
