@@ -14,14 +14,18 @@ STUBS = {
 }
 
 
-def test_node_rank_and_main_address_come_from_slurm(tmp_path):
-    for name, body in STUBS.items():
+def run_script(tmp_path: Path, stubs: dict, nnodes: int) -> str:
+    for name, body in stubs.items():
         (tmp_path / name).write_text(body)
         (tmp_path / name).chmod(0o755)
     env = {**os.environ, "PATH": f"{tmp_path}:{os.environ['PATH']}", "SLURM_JOB_NODELIST": "gpu-node-[07-08]",
-           "SLURM_NNODES": "2", "SLURM_NODEID": "1"}
-    out = subprocess.run(["bash", str(SCRIPT), "recipes/r.yaml", "--max_steps", "5"], env=env,
-                         capture_output=True, text=True, check=True).stdout
+           "SLURM_NNODES": str(nnodes), "SLURM_NODEID": "1"}
+    return subprocess.run(["bash", str(SCRIPT), "recipes/r.yaml", "--max_steps", "5"], env=env,
+                          capture_output=True, text=True, check=True).stdout
+
+
+def test_node_rank_and_main_address_come_from_slurm(tmp_path):
+    out = run_script(tmp_path, STUBS, nnodes=2)
     args = out.split("ARGS: ", 1)[1].split()
     value = {args[i]: args[i + 1] for i in range(len(args) - 1) if args[i].startswith("--")}
     assert value["--machine_rank"] == "1" and value["--num_machines"] == "2"
@@ -29,3 +33,12 @@ def test_node_rank_and_main_address_come_from_slurm(tmp_path):
     assert value["--main_process_ip"] == "gpu-node-07"
     assert value["--config_file"] == "accelerate_configs/zero2_offload.yaml"
     assert args[-6:] == ["-m", "trl_gsm8k.train", "--config", "recipes/r.yaml", "--max_steps", "5"]
+
+
+def test_long_host_list_does_not_kill_the_script(tmp_path):
+    # A first-line-only reader (`| head -n 1`) under `set -o pipefail` made this exit 141 (SIGPIPE), sometimes.
+    many = "#!/bin/bash\nfor i in $(seq -w 0 4999); do echo gpu-node-$i; done\n"
+    out = run_script(tmp_path, {**STUBS, "scontrol": many}, nnodes=5000)
+    args = out.split("ARGS: ", 1)[1].split()
+    assert args[args.index("--main_process_ip") + 1] == "gpu-node-0000"
+    assert args[args.index("--num_processes") + 1] == "20000"
