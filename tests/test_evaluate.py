@@ -210,3 +210,40 @@ def test_cli_subprocess_bad_model_has_no_traceback(tmp_path):
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: --model")
+
+
+def test_recipe_system_prompt_reaches_the_prompt_and_the_settings(tiny_model_dir, tmp_path):
+    from transformers import AutoTokenizer
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("system_prompt: |-\n  Answer tersely.\n  #### 10\nlearning_rate: 1.0e-5\n")
+    args = ev.parse_args(["--model", tiny_model_dir, "--recipe", str(recipe)])
+    assert args.system_prompt == "Answer tersely.\n#### 10"
+    prompt = ev.build_prompts([{"question": "What is 2 + 3?"}], "train", AutoTokenizer.from_pretrained(tiny_model_dir),
+                              system_prompt=args.system_prompt)[0]
+    assert "Answer tersely.\n#### 10" in prompt and "What is 2 + 3?" in prompt
+    # A JSONL written with another system prompt is not resumed; the default prompt keeps the old settings ids.
+    assert ev.settings_id(ev.settings_of(args)) != ev.settings_id(ev.settings_of(ev.parse_args(["--model", tiny_model_dir])))
+    assert "system_prompt" not in ev.settings_of(ev.parse_args(["--model", tiny_model_dir]))
+    out = tmp_path / "eval.json"
+    assert main(["--model", tiny_model_dir, "--limit", "1", "--recipe", str(recipe), "--output", str(out), *FAST]) == 0
+    assert json.loads(out.read_text())["settings"]["system_prompt"] == "Answer tersely.\n#### 10"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("[1, 2]\n", "not a recipe"),
+    ("system_prompt: [a, b]\n", "system_prompt must be text"),
+    ("key: [unclosed\n", "--recipe"),
+])
+def test_bad_recipe_is_a_clear_error(tiny_model_dir, tmp_path, capsys, text, message):
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(text)
+    with pytest.raises(SystemExit) as exc:
+        ev.parse_args(["--model", tiny_model_dir, "--recipe", str(recipe)])
+    assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_recipe_and_system_prompt_together_is_refused(tiny_model_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        ev.parse_args(["--model", tiny_model_dir, "--recipe", str(tmp_path / "missing.yaml"), "--system-prompt", "x"])
+    assert "not both" in capsys.readouterr().err

@@ -205,18 +205,24 @@ def fewshot_prefix(num_fewshot: int = FEWSHOT_N, source: str = BUNDLED) -> str:
 
 
 def build_prompts(rows: Sequence[dict], prompt: str, tokenizer, source: str = BUNDLED,
-                  num_fewshot: int = FEWSHOT_N) -> list[str]:
-    """The text each question is generated from: the training chat prompt through the chat template, or 8-shot."""
-    from .data import build_prompt
+                  num_fewshot: int = FEWSHOT_N, system_prompt: str | None = None) -> list[str]:
+    """The text each question is generated from: the training chat prompt through the chat template, or 8-shot.
+
+    ``system_prompt`` replaces the default instruction of the training prompt (as a recipe's ``system_prompt`` does).
+    """
+    from .data import SYSTEM_PROMPT, build_prompt
+
+    system_prompt = system_prompt or SYSTEM_PROMPT
 
     if prompt == "lm-eval-fewshot":
         prefix = fewshot_prefix(num_fewshot, source)
         return [f"{prefix}Question: {row['question']}\nAnswer:" for row in rows]
     if getattr(tokenizer, "chat_template", None) is None:
         logger.warning("the tokenizer has no chat template: using the plain-text training prompt")
-        return [build_prompt(row["question"], "plain") for row in rows]
+        return [build_prompt(row["question"], "plain", system_prompt) for row in rows]
     return [
-        tokenizer.apply_chat_template(build_prompt(row["question"]), tokenize=False, add_generation_prompt=True)
+        tokenizer.apply_chat_template(build_prompt(row["question"], "chat", system_prompt), tokenize=False,
+                                      add_generation_prompt=True)
         for row in rows
     ]
 
@@ -382,7 +388,7 @@ class VLLMGenerator:
 # --- the run -----------------------------------------------------------------------------------------------------
 
 SETTINGS_KEYS = ("model", "split", "prompt", "data_source", "num_samples", "temperature", "max_new_tokens", "seed",
-                 "backend", "dtype", "num_fewshot")
+                 "backend", "dtype", "num_fewshot", "system_prompt")
 """What must match for a JSONL to be resumed (--limit and --batch-size may change)."""
 
 
@@ -390,6 +396,8 @@ def settings_of(args: argparse.Namespace) -> dict:
     settings = {key: getattr(args, key) for key in SETTINGS_KEYS}
     if args.prompt != "lm-eval-fewshot":
         del settings["num_fewshot"]  # no meaning for the chat prompt
+    if args.system_prompt is None or args.prompt == "lm-eval-fewshot":
+        del settings["system_prompt"]  # the default prompt: ids of runs made before this option stay valid
     return settings
 
 
@@ -434,6 +442,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="completion budget (reasoning models: 2048-4096)")
     parser.add_argument("--prompt", choices=("train", "lm-eval-fewshot"), default="train",
                         help="train: the training chat prompt (data.py); lm-eval-fewshot: 8-shot plain text")
+    parser.add_argument("--system-prompt", help="replace the training prompt's instruction (default: data.py's)")
+    parser.add_argument("--recipe", help="take --system-prompt from this training recipe (its system_prompt key)")
     parser.add_argument("--num-fewshot", type=int, default=FEWSHOT_N,
                         help=f"exemplars for lm-eval-fewshot (default {FEWSHOT_N}; lm-eval's gsm8k task uses 5)")
     parser.add_argument("--output", default="eval.json", help="summary JSON; items go to the same stem .jsonl")
@@ -449,6 +459,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     group.add_argument("--resume", action="store_true", help="require an existing JSONL to continue from")
     group.add_argument("--overwrite", action="store_true", help="discard an existing JSONL")
     args = parser.parse_args(argv)
+    if args.recipe:
+        if args.system_prompt is not None:
+            parser.error("give --system-prompt or --recipe, not both")
+        args.system_prompt = _recipe_system_prompt(parser, args.recipe)
     for name in ("limit", "num_samples", "batch_size", "max_new_tokens", "threads", "num_fewshot"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -462,6 +476,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.temperature == 0:
         args.temperature = None
     return args
+
+
+def _recipe_system_prompt(parser: argparse.ArgumentParser, recipe: str) -> str | None:
+    import yaml
+
+    try:
+        config = yaml.safe_load(Path(recipe).read_text())
+    except (OSError, yaml.YAMLError) as exc:
+        parser.error(f"--recipe {recipe}: {_first_line(exc)}")
+    if not isinstance(config, dict):
+        parser.error(f"--recipe {recipe}: not a recipe (a YAML mapping of training settings)")
+    prompt = config.get("system_prompt")
+    if prompt is not None and not isinstance(prompt, str):
+        parser.error(f"--recipe {recipe}: system_prompt must be text, got {type(prompt).__name__}")
+    return prompt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -519,7 +548,8 @@ def _generate_missing(args: argparse.Namespace, rows: list[dict], todo: list[int
     model = resolve_model(args.model)
     tokenizer = load_tokenizer(model)
     stop = FEWSHOT_STOP if args.prompt == "lm-eval-fewshot" else None
-    prompts = build_prompts([rows[i] for i in todo], args.prompt, tokenizer, args.data_source, args.num_fewshot)
+    prompts = build_prompts([rows[i] for i in todo], args.prompt, tokenizer, args.data_source, args.num_fewshot,
+                            args.system_prompt)
     longest = max(len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"])
     limit = context_length(model.path)
     if limit is not None and longest + args.max_new_tokens > limit:

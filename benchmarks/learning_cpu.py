@@ -1,0 +1,275 @@
+"""Does GRPO learn on this machine, and does GSM8KGRPOTrainer learn at least as fast as plain TRL?
+
+    python benchmarks/learning_cpu.py            # ~1 h 45 min on 2 cores; writes benchmarks/learning_cpu.md + .png
+
+Real SmolLM2-135M-Instruct, GSM8K train, the settings of ``recipes/smollm2-135m_cpu_demo.yaml`` (full fine-tune,
+lr 1e-5, group 8, one prompt per step, 128 completion tokens, temperature 1, correctness + 0.5 x format, the
+worked-example system prompt), ``max_steps`` lifted and a wall-clock budget instead:
+
+1. held-out GSM8K test accuracy of the untrained model (``trl_gsm8k.evaluate``, greedy, the recipe's prompt);
+2. plain TRL ``GRPOTrainer`` (``GRPOConfig``), then ``GSM8KGRPOTrainer`` (``GSM8KGRPOConfig``), the same seed,
+   data order, rewards and budget, each in its own child process that has the machine to itself; every logged
+   step is written with its wall-clock time;
+3. the same evaluation of each trained model;
+4. the report: declare rate and training accuracy over wall-clock minutes for both (one plot), held-out before/after.
+
+Every phase skips what is already on disk under ``--out`` (delete a phase's folder to redo it), so an interrupted
+run continues where it stopped. Both trainers run without DeepSpeed (one process, torch AdamW): the comparison is
+of the trainers, and the launch path is benchmarked in ``benchmarks/demo.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RECIPE = ROOT / "recipes" / "smollm2-135m_cpu_demo.yaml"
+ARMS = {"plain": "plain TRL `GRPOTrainer`", "ours": "`GSM8KGRPOTrainer`"}
+DECLARE = "rewards/format_reward/mean"
+CORRECT = "rewards/correctness_reward/mean"
+GOAL_DECLARE = 0.80
+
+
+# --- training (child process) ------------------------------------------------------------------------------------
+
+
+def train_arm(arm: str, out: Path, budget_s: float, model: str | None) -> None:
+    import yaml
+    from transformers import TrainerCallback, set_seed
+    from trl import GRPOConfig, GRPOTrainer
+
+    from trl_gsm8k.checks import resolve_reward_funcs
+    from trl_gsm8k.data import load_gsm8k
+    from trl_gsm8k.models import resolve_model_path
+    from trl_gsm8k.trainer import GSM8KGRPOConfig, GSM8KGRPOTrainer
+
+    recipe = yaml.safe_load(RECIPE.read_text())
+    config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if arm == "plain" else (GSM8KGRPOConfig, GSM8KGRPOTrainer)
+    known = {f.name for f in fields(config_cls)}
+    args = config_cls(**{
+        **{k: v for k, v in recipe.items() if k in known and k != "dtype"},
+        "output_dir": str(out / "run"), "max_steps": 100_000, "save_strategy": "no", "disable_tqdm": True,
+        "model_init_kwargs": {"dtype": recipe.get("dtype", "float32")},
+    })
+    dataset = load_gsm8k("train", recipe["dataset_source"], "chat", recipe["system_prompt"])
+
+    class Clock(TrainerCallback):
+        """Every log line with its wall-clock time; stops after the first step that ends past the budget."""
+
+        def __init__(self) -> None:
+            self.t0 = 0.0
+            self.log = (out / "log.jsonl").open("w")
+
+        def on_train_begin(self, *a, **k):
+            self.t0 = time.perf_counter()
+
+        def on_log(self, args, state, control, logs=None, **k):
+            self.log.write(json.dumps({"step": state.global_step, "wall_s": time.perf_counter() - self.t0,
+                                       **(logs or {})}) + "\n")
+            self.log.flush()
+
+        def on_step_end(self, args, state, control, **k):
+            if time.perf_counter() - self.t0 >= budget_s:
+                control.should_training_stop = True
+            return control
+
+    set_seed(args.seed)
+    trainer = trainer_cls(model=model or resolve_model_path(recipe["model_name_or_path"]),
+                          reward_funcs=resolve_reward_funcs(recipe["reward_funcs"]), args=args,
+                          train_dataset=dataset, callbacks=[Clock()])
+    trainer.train()
+    trainer.save_model(str(out / "model"))
+    (out / "done.json").write_text(json.dumps({"arm": arm, "budget_s": budget_s, "steps": trainer.state.global_step,
+                                               "trainer": trainer_cls.__name__}) + "\n")
+
+
+# --- phases ------------------------------------------------------------------------------------------------------
+
+
+def evaluate(model: str, out: Path, limit: int) -> dict:
+    from trl_gsm8k import evaluate as ev
+
+    result = out / "eval.json"
+    if not result.is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        ev.main(["--model", model, "--split", "test", "--limit", str(limit), "--max-new-tokens", "256",
+                 "--batch-size", "32", "--threads", str(os.cpu_count() or 1), "--recipe", str(RECIPE),
+                 "--output", str(result)])
+    summary = json.loads(result.read_text())["summary"]
+    items = [json.loads(line) for line in result.with_suffix(".jsonl").read_text().splitlines()][:limit]
+    strict = [a for item in items for a in item["extracted"]["strict"]]
+    return {**summary, "strict_declare_rate": sum(a is not None for a in strict) / len(strict)}
+
+
+def train(arm: str, out: Path, budget_s: float, model: str | None) -> list[dict]:
+    if not (out / "done.json").is_file():
+        out.mkdir(parents=True, exist_ok=True)
+        command = [sys.executable, __file__, "--train-arm", arm, "--out", str(out), "--budget-s", str(budget_s)]
+        subprocess.run(command + (["--model", model] if model else []), check=True)
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+# --- report: pure functions ---------------------------------------------------------------------------------------
+
+
+def step_rows(log: list[dict]) -> list[dict]:
+    """The per-step training log lines (TRL also logs a final summary line without reward metrics)."""
+    return [row for row in log if DECLARE in row]
+
+
+def window_means(rows: list[dict], key: str, minutes: float, budget_min: float) -> list[float | None]:
+    """Mean of ``key`` over steps ending in each ``minutes``-wide window of wall-clock time."""
+    n = math.ceil(budget_min / minutes)
+    buckets: list[list[float]] = [[] for _ in range(n)]
+    for row in rows:
+        buckets[min(int(row["wall_s"] / 60 / minutes), n - 1)].append(row[key])
+    return [sum(b) / len(b) if b else None for b in buckets]
+
+
+def first_time_above(rows: list[dict], key: str, threshold: float, span: int = 10) -> float | None:
+    """Wall-clock minutes when the mean of ``key`` over the last ``span`` steps first exceeds ``threshold``."""
+    for i in range(span - 1, len(rows)):
+        if sum(r[key] for r in rows[i - span + 1:i + 1]) / span > threshold:
+            return rows[i]["wall_s"] / 60
+    return None
+
+
+def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    centre, half = p + z * z / (2 * n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return ((centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n))
+
+
+def rolling(values: list[float], span: int) -> list[float]:
+    return [sum(values[max(0, i - span + 1):i + 1]) / len(values[max(0, i - span + 1):i + 1])
+            for i in range(len(values))]
+
+
+def plot(logs: dict[str, list[dict]], budget_min: float, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    for (arm, log), colour in zip(logs.items(), ("tab:gray", "tab:blue")):
+        rows = step_rows(log)
+        minutes = [r["wall_s"] / 60 for r in rows]
+        for ax, key in zip(axes, (DECLARE, CORRECT)):
+            values = [r[key] for r in rows]
+            ax.scatter(minutes, values, s=8, alpha=0.25, color=colour)
+            ax.plot(minutes, rolling(values, 10), color=colour, label=f"{arm}: {ARMS[arm].strip('`')} (10-step mean)")
+    axes[0].axhline(GOAL_DECLARE, ls=":", color="tab:red", lw=1, label="goal: 80 %")
+    axes[0].set(title="Declare rate: completions ending '#### <number>'", ylabel="fraction of the group")
+    axes[1].set(title="Training accuracy: correct completions", ylabel="fraction of the group")
+    for ax in axes:
+        ax.set(xlabel="wall-clock minutes", xlim=(0, budget_min * 1.02), ylim=(-0.03, 1.03))
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle("SmolLM2-135M-Instruct, GRPO on GSM8K train, 2 CPU cores, same seed and budget")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def report(logs: dict[str, list[dict]], before: dict, after: dict[str, dict], budget_min: float, limit: int,
+           command: str, machine: str, started: str) -> str:
+    import yaml
+
+    group = yaml.safe_load(RECIPE.read_text())["num_generations"]
+    win = 5.0
+    heads = [f"{i * win:.0f}–{min((i + 1) * win, budget_min):.0f}" for i in range(math.ceil(budget_min / win))]
+    fmt = lambda v: "–" if v is None else f"{100 * v:.0f} %"  # noqa: E731
+    lines = [f"| trainer | steps | s/step | " + " | ".join(f"declare {h} min" for h in heads) +
+             " | 10-step declare > 80 % at | correct completions |",
+             "|---|---:|---:|" + "---:|" * len(heads) + "---:|---:|"]
+    for arm, log in logs.items():
+        rows = step_rows(log)
+        hit = first_time_above(rows, DECLARE, GOAL_DECLARE)
+        correct = sum(r[CORRECT] for r in rows) * group
+        lines.append(
+            f"| {ARMS[arm]} | {len(rows)} | {rows[-1]['wall_s'] / len(rows):.1f} | "
+            + " | ".join(fmt(v) for v in window_means(rows, DECLARE, win, budget_min))
+            + f" | {'never' if hit is None else f'{hit:.1f} min'} | {correct:.0f} of {len(rows) * group} |")
+    evals = ["| model | strict pass@1 | 95 % interval | flexible pass@1 | declare rate | `#### N` declared | "
+             "truncated | mean length |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, s in [("untrained", before)] + [(f"after {ARMS[a]}", after[a]) for a in after]:
+        n, k = s["num_items"], round(s["strict_pass@1"] * s["num_items"])
+        lo, hi = wilson(k, n)
+        evals.append(f"| {name} | **{100 * s['strict_pass@1']:.1f} %** ({k}/{n}) | {100 * lo:.1f}–{100 * hi:.1f} % | "
+                     f"{100 * s['flexible_pass@1']:.1f} % | {100 * s['declare_rate']:.1f} % | "
+                     f"{100 * s['strict_declare_rate']:.1f} % | {100 * s['truncated_rate']:.1f} % | "
+                     f"{s['mean_completion_tokens']:.0f} |")
+    return "\n".join([
+        "# CPU learning benchmark: plain TRL vs GSM8KGRPOTrainer on SmolLM2-135M-Instruct", "",
+        f"Command: `{command}` (started {started})", "", f"Machine: {machine}", "",
+        "## Training at equal wall-clock budget", "",
+        f"Budget {budget_min:g} min per trainer, same seed (42), same prompts in the same order, same rewards "
+        "(`correctness` + 0.5 × `format`), settings of `recipes/smollm2-135m_cpu_demo.yaml` (full fine-tune, lr 1e-5, "
+        "group 8, one prompt per step, 128 completion tokens, temperature 1.0, worked-example system prompt); "
+        "declare rate = `rewards/format_reward/mean`, the share of a step's 8 completions ending `#### <number>`; "
+        "mean over the steps that ended in each 5-minute window.", "", *lines, "",
+        "![declare rate and training accuracy over wall-clock time](learning_cpu.png)", "",
+        f"## Held-out accuracy: GSM8K test, first {limit} problems", "",
+        "`python -m trl_gsm8k.evaluate --split test --limit "
+        f"{limit} --max-new-tokens 256 --recipe recipes/smollm2-135m_cpu_demo.yaml` (greedy, the training prompt "
+        "with its worked example), before training and after each trainer's run.", "", *evals, "",
+    ])
+
+
+def machine() -> str:
+    import platform
+
+    import torch
+    import transformers
+    import trl
+
+    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
+    mem = next((int(l.split()[1]) / 1024**2 for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0.0)
+    return (f"{cpu}, {os.cpu_count()} CPU cores, {mem:.1f} GiB RAM, no GPU; Python {platform.python_version()}, "
+            f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}, "
+            f"trl {trl.__version__}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--budget-min", type=float, default=30.0, help="wall-clock minutes of training per trainer")
+    parser.add_argument("--eval-limit", type=int, default=250, help="held-out test problems evaluated")
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "learning_cpu"))
+    parser.add_argument("--report", default=str(ROOT / "benchmarks" / "learning_cpu.md"))
+    parser.add_argument("--model", help="another model directory (a quick check of this script on a tiny model)")
+    parser.add_argument("--train-arm", choices=tuple(ARMS), help=argparse.SUPPRESS)
+    parser.add_argument("--budget-s", type=float, help=argparse.SUPPRESS)
+    a = parser.parse_args()
+    out = Path(a.out)
+    if a.train_arm:
+        return train_arm(a.train_arm, out, a.budget_s, a.model)
+
+    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    base = a.model or "smollm2-135m-instruct"
+    before = evaluate(base, out / "before", a.eval_limit)
+    logs = {arm: train(arm, out / arm, a.budget_min * 60, a.model) for arm in ARMS}
+    after = {arm: evaluate(str(out / arm / "model"), out / arm, a.eval_limit) for arm in ARMS}
+    report_path = Path(a.report)
+    plot(logs, a.budget_min, report_path.with_suffix(".png"))
+    command = "python benchmarks/learning_cpu.py" + " ".join(
+        [""] + [f"--{k.replace('_', '-')} {v}" for k, v in (("budget_min", a.budget_min), ("eval_limit", a.eval_limit))
+                if v != parser.get_default(k)])
+    report_path.write_text(report(logs, before, after, a.budget_min, a.eval_limit, command, machine(), started))
+    print(report_path.read_text())
+
+
+if __name__ == "__main__":
+    main()
