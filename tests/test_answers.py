@@ -185,10 +185,11 @@ def test_pathological_inputs_return_quickly_from_a_worker_thread():
     start = time.perf_counter()
     worker = threading.Thread(target=score, daemon=True)
     worker.start()
-    worker.join(timeout=10)
-    assert not worker.is_alive(), "scoring pathological completions off the main thread took over 10 s"
+    # A hang guard, not a speed goal: unguarded, some of these run for hours. The bound leaves room for a loaded CI.
+    worker.join(timeout=30)
+    assert not worker.is_alive(), "scoring pathological completions off the main thread took over 30 s"
     assert results == [False] * len(PATHOLOGICAL)
-    assert time.perf_counter() - start < 10
+    assert time.perf_counter() - start < 30
 
 
 @pytest.mark.parametrize("gold", ["no number here", "#### ", "#### eighteen", None, "", "#### " + "9" * 5000])
