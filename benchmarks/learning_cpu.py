@@ -34,7 +34,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 RECIPE = ROOT / "recipes" / "smollm2-135m_cpu_demo.yaml"
-ARMS = {"plain": "plain TRL `GRPOTrainer`", "ours": "`GSM8KGRPOTrainer`"}
+ARMS = {"plain": "plain TRL `GRPOTrainer`", "ours": "`GSM8KGRPOTrainer`",
+        "ours_steps": "`GSM8KGRPOTrainer` + `steps` reward"}
+REWARDS_OF = {"ours_steps": (["correctness", "format", "steps"], [1.0, 0.5, 0.5])}
+"""Arms that change the recipe's rewards: (reward_funcs, reward_weights)."""
 DECLARE = "rewards/format_reward/mean"
 CORRECT = "rewards/correctness_reward/mean"
 GOAL_DECLARE = 0.80
@@ -54,6 +57,8 @@ def train_arm(arm: str, out: Path, budget_s: float, model: str | None) -> None:
     from trl_gsm8k.trainer import GSM8KGRPOConfig, GSM8KGRPOTrainer
 
     recipe = yaml.safe_load(RECIPE.read_text())
+    if arm in REWARDS_OF:
+        recipe["reward_funcs"], recipe["reward_weights"] = REWARDS_OF[arm]
     config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if arm == "plain" else (GSM8KGRPOConfig, GSM8KGRPOTrainer)
     known = {f.name for f in fields(config_cls)}
     args = config_cls(**{
@@ -164,7 +169,7 @@ def plot(logs: dict[str, list[dict]], budget_min: float, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for (arm, log), colour in zip(logs.items(), ("tab:gray", "tab:blue")):
+    for (arm, log), colour in zip(logs.items(), ("tab:gray", "tab:blue", "tab:green")):
         rows = step_rows(log)
         minutes = [r["wall_s"] / 60 for r in rows]
         for ax, key in zip(axes, (DECLARE, CORRECT)):
@@ -249,6 +254,7 @@ def main() -> None:
     parser.add_argument("--eval-limit", type=int, default=250, help="held-out test problems evaluated")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "out" / "learning_cpu"))
     parser.add_argument("--report", default=str(ROOT / "benchmarks" / "learning_cpu.md"))
+    parser.add_argument("--arms", default="plain,ours", help=f"comma-separated, run in this order: {', '.join(ARMS)}")
     parser.add_argument("--model", help="another model directory (a quick check of this script on a tiny model)")
     parser.add_argument("--train-arm", choices=tuple(ARMS), help=argparse.SUPPRESS)
     parser.add_argument("--budget-s", type=float, help=argparse.SUPPRESS)
@@ -260,12 +266,16 @@ def main() -> None:
     started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     base = a.model or "smollm2-135m-instruct"
     before = evaluate(base, out / "before", a.eval_limit)
-    logs = {arm: train(arm, out / arm, a.budget_min * 60, a.model) for arm in ARMS}
-    after = {arm: evaluate(str(out / arm / "model"), out / arm, a.eval_limit) for arm in ARMS}
+    arms = a.arms.split(",")
+    if unknown := set(arms) - set(ARMS):
+        parser.error(f"unknown arms {sorted(unknown)}: choose from {', '.join(ARMS)}")
+    logs = {arm: train(arm, out / arm, a.budget_min * 60, a.model) for arm in arms}
+    after = {arm: evaluate(str(out / arm / "model"), out / arm, a.eval_limit) for arm in arms}
     report_path = Path(a.report)
     plot(logs, a.budget_min, report_path.with_suffix(".png"))
     command = "python benchmarks/learning_cpu.py" + " ".join(
-        [""] + [f"--{k.replace('_', '-')} {v}" for k, v in (("budget_min", a.budget_min), ("eval_limit", a.eval_limit))
+        [""] + [f"--{k.replace('_', '-')} {v}" for k, v in (("budget_min", a.budget_min), ("eval_limit", a.eval_limit),
+                                                                 ("arms", a.arms))
                 if v != parser.get_default(k)])
     report_path.write_text(report(logs, before, after, a.budget_min, a.eval_limit, command, machine(), started))
     print(report_path.read_text())

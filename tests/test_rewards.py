@@ -1,7 +1,10 @@
 """Reward functions: TRL's contract, both completion shapes, weights, bad input, pickling."""
 
+import gzip
+import json
 import logging
 import pickle
+from pathlib import Path
 
 import pytest
 
@@ -16,7 +19,10 @@ from trl_gsm8k.rewards import (
     format_reward,
     length_reward,
     shaped_reward,
+    steps_reward,
 )
+
+ASSETS = Path(__file__).parent / "assets"
 
 GOOD = "She has 16 - 3 - 4 = 9 eggs and sells them at $2 each: 9 * 2 = 18.\n#### 18"
 
@@ -70,10 +76,11 @@ def test_rewards_pickle_and_keep_their_names():
         clone = pickle.loads(pickle.dumps(fn))
         assert clone.__name__ == fn.__name__ and repr(clone) == repr(fn)
     assert pickle.loads(pickle.dumps(shaped_reward)) is shaped_reward
-    assert set(REWARDS) == {"correctness", "correctness_strict", "format", "length", "shaped"}
+    assert set(REWARDS) == {"correctness", "correctness_strict", "format", "length", "shaped", "steps"}
 
 
-@pytest.mark.parametrize("fn", [correctness_reward, correctness_reward_strict, format_reward, length_reward, shaped_reward])
+@pytest.mark.parametrize("fn", [correctness_reward, correctness_reward_strict, format_reward, length_reward, shaped_reward,
+                                steps_reward])
 def test_bad_completions_get_zero_never_an_exception(fn):
     bad = ["", None, "7" * 1_000_000, r"\boxed{9^{9^{9^{9^{9}}}}}", "#### " + "9" * 5000, 42, [], [{"content": None}]]
     out = fn(bad, answer=["18"] * len(bad))
@@ -99,3 +106,45 @@ def test_missing_or_mismatched_answer_column_is_a_clear_error():
         correctness_reward([GOOD, GOOD], answer=["18"])
     with pytest.raises(ValueError, match="mode"):
         CorrectnessReward("lenient")
+
+
+def test_steps_reward_separates_right_from_wrong_real_solutions():
+    """On 5,276 labelled GPT-3 solutions, correct ones reach most gold steps, wrong ones few (annotations stripped:
+    a model writes `16 - 3 - 4 = 9`, not the calculator's `<<16-3-4=9>>`)."""
+    from trl_gsm8k.answers import strip_annotations
+    from trl_gsm8k.data import read_rows
+
+    golds = [r["answer"] for r in read_rows("test")]
+    scores: dict[bool, list[float]] = {True: [], False: []}
+    with gzip.open(ASSETS / "example_model_solutions.jsonl.gz", "rt") as f:
+        for gold, line in zip(golds, f):
+            for value in json.loads(line).values():
+                if isinstance(value, dict):
+                    scores[value["is_correct"]] += steps_reward([strip_annotations(value["solution"])], answer=[gold])
+    right, wrong = (sum(s) / len(s) for s in (scores[True], scores[False]))
+    assert len(scores[True]) + len(scores[False]) == 5276
+    assert right > 0.85 and wrong < 0.3, (right, wrong)
+    assert all(0.0 <= s <= 1.0 for s in scores[True] + scores[False])
+
+
+@pytest.mark.parametrize("completion, expected", [
+    ("16 - 3 - 4 = 9 eggs, 9 * 2 = $18\n#### 18", 1.0),
+    ([{"role": "assistant", "content": "16 - 3 - 4 = 9 eggs, 9 * 2 = 18"}], 1.0),
+    ("16 - 3 - 4 = 9 eggs.\n#### 9", 2 / 3),          # one of two steps, nothing wrong: F1 of (1, 1/2)
+    ("16 - 3 = 13, 13 - 4 = 9, 9 * 2 = 18", 0.8),     # both steps and one extra: F1 of (2/3, 1)
+    ("#### 18", 0.0),                                  # a declared answer is not a worked step
+    ("<think>16 - 3 - 4 = 9, 9 * 2 = 18", 0.0),        # an unclosed think block declares nothing
+    (" ".join(f"x = {i}" for i in range(200)), 0.0),   # number spam: more than MAX_STEPS results
+    ("= 9 = 18 " * 40, 0.0),                           # 80 results, beyond MAX_STEPS
+    (None, 0.0), ("", 0.0), (42, 0.0),
+])
+def test_steps_reward_cases(completion, expected):
+    gold = "Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs a day.\nShe makes 9 * 2 = $<<9*2=18>>18 every day.\n#### 18"
+    assert steps_reward([completion], answer=[gold]) == [pytest.approx(expected)]
+
+
+def test_steps_reward_gold_without_annotations_and_unreadable_gold():
+    assert steps_reward(["2 + 3 = 5\n#### 5", "#### 5"], answer=["5", "#### 5"]) == [1.0, 0.0]
+    assert steps_reward(["1 + 1 = 2"], answer=["no number"]) == [None]
+    with pytest.raises(ValueError, match="answer"):
+        steps_reward(["1 + 1 = 2"])

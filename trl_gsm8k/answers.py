@@ -143,6 +143,39 @@ def _gold_from_text(answer: str) -> Fraction | None:
     return parse_number(answer.strip().splitlines()[0] if answer.strip() else "")
 
 
+_ANNOTATION_RESULT_RE = re.compile(r"<<[^<>=]*=\s*([^<>=]+?)\s*>>")
+_EQUATION_RESULT_RE = re.compile(r"=\s*((?:\\\$|\$)?\s?[-−]?(?:[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[0-9]+)(?:\.[0-9]+)?)")
+MAX_STEPS = 64
+"""Intermediate results read per text: a GSM8K solution has 2-8; more is number spam."""
+
+
+def gold_steps(answer: str | None) -> frozenset[Fraction]:
+    """The intermediate results of a GSM8K gold solution: its calculator annotations ``<<48/2=24>>``.
+
+    >>> sorted(gold_steps("In May: 48/2 = <<48/2=24>>24. In all: 48+24 = <<48+24=72>>72.\\n#### 72"))
+    [Fraction(24, 1), Fraction(72, 1)]
+    >>> gold_steps("#### 72")
+    frozenset()
+    """
+    if not isinstance(answer, str):
+        return frozenset()
+    found = _ANNOTATION_RESULT_RE.findall(answer[:MAX_COMPLETION_CHARS])[:MAX_STEPS]
+    return frozenset(v for v in map(_to_fraction, found) if v is not None)
+
+
+def equation_results(completion: str | None) -> list[Fraction]:
+    """The numbers a completion writes right after ``=``: the results of its worked steps, in order.
+
+    >>> equation_results("48 / 2 = 24 clips, then 48 + 24 = $72.\\n#### 72")
+    [Fraction(24, 1), Fraction(72, 1)]
+    """
+    region = _answer_region(completion)
+    if region is None:
+        return []
+    found = (_to_fraction(m) for m in _EQUATION_RESULT_RE.findall(region))
+    return [v for v in found if v is not None][:MAX_STEPS + 1]
+
+
 def extract_answer(completion: str | None, mode: Mode = "flexible") -> Fraction | None:
     r"""The final answer a completion *declares*, or ``None`` when it declares none.
 

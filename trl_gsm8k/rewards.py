@@ -16,7 +16,15 @@ from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
 
-from .answers import Mode, answers_match, declares_strict_answer_last, extract_gold
+from .answers import (
+    MAX_STEPS,
+    Mode,
+    answers_match,
+    declares_strict_answer_last,
+    equation_results,
+    extract_gold,
+    gold_steps,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -247,6 +255,51 @@ def shaped_reward(completions: Sequence[Any], answer: Sequence[Any] | None = Non
     return _SHAPED(completions, answer)
 
 
+def steps_reward(completions: Sequence[Any], answer: Sequence[Any] | None = None, **kwargs) -> list[float | None]:
+    r"""Partial credit for the reasoning: how well the results a completion computes match the gold solution's steps.
+
+    The gold's steps are the results of its calculator annotations (``<<48/2=24>>``; the final answer alone for the
+    1 % of solutions without any); the completion's are the numbers it writes right after ``=``. The reward is the
+    F1 of the two sets: recall credits each gold step reached, precision keeps number spam from paying (and more
+    than ``MAX_STEPS`` results score 0). A denser signal than correctness for a model that rarely gets a problem
+    fully right; pair it with :func:`correctness_reward`, which it does not replace.
+
+    Args:
+        completions: Plain strings or chat lists ``[{"role": "assistant", "content": ...}]``.
+        answer: The gold per completion: the GSM8K answer text with its annotations (a bare number gives one step).
+        **kwargs: Other dataset columns and trainer arguments; unused.
+
+    Returns:
+        One float in [0, 1] per completion, ``None`` where the gold has no readable number.
+
+    Example:
+    ```python
+    >>> from trl_gsm8k.rewards import steps_reward
+    >>> gold = "In May: 48/2 = <<48/2=24>>24 clips. In all: 48+24 = <<48+24=72>>72 clips.\n#### 72"
+    >>> completions = ["48 / 2 = 24 in May, 48 + 24 = 72.\n#### 72", "48 / 2 = 24, 24 + 2 = 26.\n#### 26",
+    ...                "48 * 2 = 96.\n#### 96", " ".join(f"{i} = {i}" for i in range(100))]
+    >>> [round(r, 2) for r in steps_reward(completions, answer=[gold] * 4)]
+    [1.0, 0.5, 0.0, 0.0]
+
+    ```
+    """
+    golds = _gold_values(answer, len(completions))
+    rewards: list[float | None] = []
+    for c, a, gold in zip(completions, answer, golds):
+        if gold is None:
+            rewards.append(None)
+            continue
+        target = gold_steps(a) or frozenset([gold])
+        results = equation_results(completion_text(c))
+        reached = len(target & set(results))
+        if not reached or len(results) > MAX_STEPS:
+            rewards.append(0.0)
+            continue
+        precision, recall = reached / len(set(results)), reached / len(target)
+        rewards.append(2 * precision * recall / (precision + recall))
+    return rewards
+
+
 _CORRECTNESS = CorrectnessReward("flexible")
 _CORRECTNESS_STRICT = CorrectnessReward("strict")
 _LENGTH = LengthReward()
@@ -258,5 +311,6 @@ REWARDS = {
     "format": format_reward,
     "length": length_reward,
     "shaped": shaped_reward,
+    "steps": steps_reward,
 }
 """Short names used by recipes (``reward_funcs: [correctness, format]``)."""

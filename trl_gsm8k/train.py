@@ -53,7 +53,7 @@ class GSM8KScriptArguments:
     )
     reward_funcs: list[str] = field(
         default_factory=lambda: ["correctness", "format"],
-        metadata={"help": "Short names (correctness, correctness_strict, format, length, shaped) or dotted "
+        metadata={"help": "Short names (correctness, correctness_strict, format, length, shaped, steps) or dotted "
                   "import paths; weighted by reward_weights."},
     )
 
