@@ -41,6 +41,7 @@ REWARDS_OF = {"ours_steps": (["correctness", "format", "steps"], [1.0, 0.5, 0.5]
 DECLARE = "rewards/format_reward/mean"
 CORRECT = "rewards/correctness_reward/mean"
 GOAL_DECLARE = 0.80
+READING = "## Reading (by hand)"
 
 
 # --- training (child process) ------------------------------------------------------------------------------------
@@ -175,12 +176,13 @@ def plot(logs: dict[str, list[dict]], budget_min: float, path: Path) -> None:
         for ax, key in zip(axes, (DECLARE, CORRECT)):
             values = [r[key] for r in rows]
             ax.scatter(minutes, values, s=8, alpha=0.25, color=colour)
-            ax.plot(minutes, rolling(values, 10), color=colour, label=f"{arm}: {ARMS[arm].strip('`')} (10-step mean)")
+            ax.plot(minutes, rolling(values, 10), color=colour, label=f"{ARMS[arm].replace('`', '')} (10-step mean)")
     axes[0].axhline(GOAL_DECLARE, ls=":", color="tab:red", lw=1, label="goal: 80 %")
     axes[0].set(title="Declare rate: completions ending '#### <number>'", ylabel="fraction of the group")
     axes[1].set(title="Training accuracy: correct completions", ylabel="fraction of the group")
-    for ax in axes:
-        ax.set(xlabel="wall-clock minutes", xlim=(0, budget_min * 1.02), ylim=(-0.03, 1.03))
+    top = max([r[CORRECT] for log in logs.values() for r in step_rows(log)] + [0.25])
+    for ax, ymax in zip(axes, (1.0, top)):
+        ax.set(xlabel="wall-clock minutes", xlim=(0, budget_min * 1.02), ylim=(-0.03 * ymax, 1.03 * ymax))
         ax.grid(alpha=0.3)
     axes[0].legend(loc="lower right", fontsize=8)
     fig.suptitle("SmolLM2-135M-Instruct, GRPO on GSM8K train, 2 CPU cores, same seed and budget")
@@ -264,7 +266,10 @@ def main() -> None:
     if a.train_arm:
         return train_arm(a.train_arm, out, a.budget_s, a.model)
 
-    started = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / "started.txt").is_file():  # the first invocation's; later ones resume it
+        (out / "started.txt").write_text(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+    started = (out / "started.txt").read_text()
     base = a.model or "smollm2-135m-instruct"
     before = evaluate(base, out / "before", a.eval_limit)
     arms = a.arms.split(",")
@@ -278,7 +283,10 @@ def main() -> None:
         [""] + [f"--{k.replace('_', '-')} {v}" for k, v in (("budget_min", a.budget_min), ("eval_limit", a.eval_limit),
                                                                  ("arms", a.arms))
                 if v != parser.get_default(k)])
-    report_path.write_text(report(logs, before, after, a.budget_min, a.eval_limit, command, machine(), started))
+    # A hand-written reading of the figures below this heading survives a rerun of the report.
+    kept = report_path.read_text().partition(READING)[2] if report_path.is_file() else ""
+    text = report(logs, before, after, a.budget_min, a.eval_limit, command, machine(), started)
+    report_path.write_text(text + (f"\n{READING}{kept}" if kept else ""))
     print(report_path.read_text())
 
 
