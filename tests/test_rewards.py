@@ -143,6 +143,18 @@ def test_steps_reward_cases(completion, expected):
     assert steps_reward([completion], answer=[gold]) == [pytest.approx(expected)]
 
 
+def test_steps_reward_reads_the_solution_column_of_load_gsm8k():
+    # In training, `answer` is the bare final number; the steps come from the `solution` column (annotations stripped).
+    from trl_gsm8k.data import load_gsm8k
+
+    row = load_gsm8k("train", limit=1)[0]
+    assert row["answer"] == "72" and "<<" not in row["solution"]
+    completions = ["48 / 2 = 24 in May, 48 + 24 = 72.\n#### 72", "48 + 24 = 72.\n#### 72"]
+    assert steps_reward(completions, answer=[row["answer"]] * 2, solution=[row["solution"]] * 2) == \
+        [1.0, pytest.approx(2 / 3)]
+    assert steps_reward(completions[1:], answer=[row["answer"]]) == [1.0]  # without it: the final answer is the step
+
+
 def test_steps_reward_gold_without_annotations_and_unreadable_gold():
     assert steps_reward(["2 + 3 = 5\n#### 5", "#### 5"], answer=["5", "#### 5"]) == [1.0, 0.0]
     assert steps_reward(["1 + 1 = 2"], answer=["no number"]) == [None]

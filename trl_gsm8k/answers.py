@@ -149,18 +149,23 @@ MAX_STEPS = 64
 """Intermediate results read per text: a GSM8K solution has 2-8; more is number spam."""
 
 
-def gold_steps(answer: str | None) -> frozenset[Fraction]:
-    """The intermediate results of a GSM8K gold solution: its calculator annotations ``<<48/2=24>>``.
+def gold_steps(solution: str | None) -> frozenset[Fraction]:
+    """The intermediate results of a GSM8K gold solution: its calculator annotations ``<<48/2=24>>``, or, in a
+    solution without them (the ``solution`` column of :func:`trl_gsm8k.data.load_gsm8k`), the numbers after ``=``.
 
     >>> sorted(gold_steps("In May: 48/2 = <<48/2=24>>24. In all: 48+24 = <<48+24=72>>72.\\n#### 72"))
+    [Fraction(24, 1), Fraction(72, 1)]
+    >>> sorted(gold_steps("In May: 48/2 = 24. In all: 48+24 = 72."))
     [Fraction(24, 1), Fraction(72, 1)]
     >>> gold_steps("#### 72")
     frozenset()
     """
-    if not isinstance(answer, str):
+    if not isinstance(solution, str):
         return frozenset()
-    found = _ANNOTATION_RESULT_RE.findall(answer[:MAX_COMPLETION_CHARS])[:MAX_STEPS]
-    return frozenset(v for v in map(_to_fraction, found) if v is not None)
+    found = _ANNOTATION_RESULT_RE.findall(solution[:MAX_COMPLETION_CHARS])[:MAX_STEPS]
+    if found:
+        return frozenset(v for v in map(_to_fraction, found) if v is not None)
+    return frozenset(equation_results(solution)[:MAX_STEPS])
 
 
 def equation_results(completion: str | None) -> list[Fraction]:

@@ -255,18 +255,21 @@ def shaped_reward(completions: Sequence[Any], answer: Sequence[Any] | None = Non
     return _SHAPED(completions, answer)
 
 
-def steps_reward(completions: Sequence[Any], answer: Sequence[Any] | None = None, **kwargs) -> list[float | None]:
+def steps_reward(completions: Sequence[Any], answer: Sequence[Any] | None = None,
+                 solution: Sequence[Any] | None = None, **kwargs) -> list[float | None]:
     r"""Partial credit for the reasoning: how well the results a completion computes match the gold solution's steps.
 
-    The gold's steps are the results of its calculator annotations (``<<48/2=24>>``; the final answer alone for the
-    1 % of solutions without any); the completion's are the numbers it writes right after ``=``. The reward is the
+    The gold's steps are read from the ``solution`` column when the dataset has one (:func:`~trl_gsm8k.data.load_gsm8k`
+    does: the numbers after ``=``), else from ``answer`` when it is the full GSM8K text (its calculator annotations
+    ``<<48/2=24>>``), else the final answer is the one step; the completion's are the numbers it writes after ``=``. The reward is the
     F1 of the two sets: recall credits each gold step reached, precision keeps number spam from paying (and more
     than ``MAX_STEPS`` results score 0). A denser signal than correctness for a model that rarely gets a problem
     fully right; pair it with :func:`correctness_reward`, which it does not replace.
 
     Args:
         completions: Plain strings or chat lists ``[{"role": "assistant", "content": ...}]``.
-        answer: The gold per completion: the GSM8K answer text with its annotations (a bare number gives one step).
+        answer: The gold per completion: the GSM8K answer text or the bare final number.
+        solution: The worked gold solution per completion (optional; ``load_gsm8k``'s column).
         **kwargs: Other dataset columns and trainer arguments; unused.
 
     Returns:
@@ -285,11 +288,12 @@ def steps_reward(completions: Sequence[Any], answer: Sequence[Any] | None = None
     """
     golds = _gold_values(answer, len(completions))
     rewards: list[float | None] = []
-    for c, a, gold in zip(completions, answer, golds):
+    solutions = solution if solution is not None and len(solution) == len(completions) else [None] * len(completions)
+    for c, a, sol, gold in zip(completions, answer, solutions, golds):
         if gold is None:
             rewards.append(None)
             continue
-        target = gold_steps(a) or frozenset([gold])
+        target = gold_steps(sol) or gold_steps(a) or frozenset([gold])
         results = equation_results(completion_text(c))
         reached = len(target & set(results))
         if not reached or len(results) > MAX_STEPS:
