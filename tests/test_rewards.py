@@ -160,3 +160,5 @@ def test_steps_reward_gold_without_annotations_and_unreadable_gold():
     assert steps_reward(["1 + 1 = 2"], answer=["no number"]) == [None]
     with pytest.raises(ValueError, match="answer"):
         steps_reward(["1 + 1 = 2"])
+    with pytest.raises(ValueError, match="1 completions but 2 solutions"):
+        steps_reward(["1 + 1 = 2"], answer=["2"], solution=["1 + 1 = 2", "x"])
