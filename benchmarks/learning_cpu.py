@@ -238,17 +238,13 @@ def report(logs: dict[str, list[dict]], before: dict, after: dict[str, dict], bu
 
 
 def machine() -> str:
-    import platform
-
+    """The trainer benchmark's machine line, with torch's thread count (what a CPU step time depends on)."""
     import torch
-    import transformers
-    import trl
 
-    cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "?")
-    mem = next((int(l.split()[1]) / 1024**2 for l in open("/proc/meminfo") if l.startswith("MemTotal")), 0.0)
-    return (f"{cpu}, {os.cpu_count()} CPU cores, {mem:.1f} GiB RAM, no GPU; Python {platform.python_version()}, "
-            f"torch {torch.__version__} ({torch.get_num_threads()} threads), transformers {transformers.__version__}, "
-            f"trl {trl.__version__}")
+    from trainer import machine as trainer_machine  # benchmarks/trainer.py, beside this file
+
+    return trainer_machine().replace(f"torch {torch.__version__}",
+                                     f"torch {torch.__version__} ({torch.get_num_threads()} threads)")
 
 
 def main() -> None:
