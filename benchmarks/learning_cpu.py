@@ -35,9 +35,11 @@ sys.path.insert(0, str(ROOT))
 
 RECIPE = ROOT / "recipes" / "smollm2-135m_cpu_demo.yaml"
 ARMS = {"plain": "plain TRL `GRPOTrainer`", "ours": "`GSM8KGRPOTrainer`",
-        "ours_steps": "`GSM8KGRPOTrainer` + `steps` reward"}
-REWARDS_OF = {"ours_steps": (["correctness", "format", "steps"], [1.0, 0.5, 0.5])}
-"""Arms that change the recipe's rewards: (reward_funcs, reward_weights)."""
+        "ours_steps": "`GSM8KGRPOTrainer` + `steps` reward",
+        "ours_easy": "`GSM8KGRPOTrainer` + `steps` reward, problems of ≤ 2 steps"}
+WITH_STEPS = {"reward_funcs": ["correctness", "format", "steps"], "reward_weights": [1.0, 0.5, 0.5]}
+RECIPE_CHANGES = {"ours_steps": WITH_STEPS, "ours_easy": {**WITH_STEPS, "max_solution_steps": 2}}
+"""What an arm changes in the recipe."""
 DECLARE = "rewards/format_reward/mean"
 CORRECT = "rewards/correctness_reward/mean"
 GOAL_DECLARE = 0.80
@@ -57,9 +59,7 @@ def train_arm(arm: str, out: Path, budget_s: float, model: str | None) -> None:
     from trl_gsm8k.models import resolve_model_path
     from trl_gsm8k.trainer import GSM8KGRPOConfig, GSM8KGRPOTrainer
 
-    recipe = yaml.safe_load(RECIPE.read_text())
-    if arm in REWARDS_OF:
-        recipe["reward_funcs"], recipe["reward_weights"] = REWARDS_OF[arm]
+    recipe = {**yaml.safe_load(RECIPE.read_text()), **RECIPE_CHANGES.get(arm, {})}
     config_cls, trainer_cls = (GRPOConfig, GRPOTrainer) if arm == "plain" else (GSM8KGRPOConfig, GSM8KGRPOTrainer)
     known = {f.name for f in fields(config_cls)}
     args = config_cls(**{
@@ -67,7 +67,8 @@ def train_arm(arm: str, out: Path, budget_s: float, model: str | None) -> None:
         "output_dir": str(out / "run"), "max_steps": 100_000, "save_strategy": "no", "disable_tqdm": True,
         "model_init_kwargs": {"dtype": recipe.get("dtype", "float32")},
     })
-    dataset = load_gsm8k("train", recipe["dataset_source"], "chat", recipe["system_prompt"])
+    dataset = load_gsm8k("train", recipe["dataset_source"], "chat", recipe["system_prompt"],
+                         max_solution_steps=recipe.get("max_solution_steps"))
 
     class Clock(TrainerCallback):
         """Every log line with its wall-clock time; stops after the first step that ends past the budget."""
@@ -170,7 +171,7 @@ def plot(logs: dict[str, list[dict]], budget_min: float, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for (arm, log), colour in zip(logs.items(), ("tab:gray", "tab:blue", "tab:green")):
+    for (arm, log), colour in zip(logs.items(), ("tab:gray", "tab:blue", "tab:green", "tab:purple")):
         rows = step_rows(log)
         minutes = [r["wall_s"] / 60 for r in rows]
         for ax, key in zip(axes, (DECLARE, CORRECT)):
@@ -220,12 +221,15 @@ def report(logs: dict[str, list[dict]], before: dict, after: dict[str, dict], bu
                      f"{100 * s['strict_declare_rate']:.1f} % | {100 * s['truncated_rate']:.1f} % | "
                      f"{s['mean_completion_tokens']:.0f} |")
     return "\n".join([
-        "# CPU learning benchmark: plain TRL vs GSM8KGRPOTrainer on SmolLM2-135M-Instruct", "",
+        "# CPU learning benchmark: " + ("plain TRL vs GSM8KGRPOTrainer" if "plain" in logs else
+                                        " vs ".join(ARMS[a].replace("`", "") for a in logs))
+        + " on SmolLM2-135M-Instruct", "",
         f"Command: `{command}` (started {started})", "", f"Machine: {machine}", "",
         "## Training at equal wall-clock budget", "",
         f"Budget {budget_min:g} min per trainer, same seed (42), same prompts in the same order, same rewards "
         "(`correctness` + 0.5 × `format`; the `steps` arm adds 0.5 × `steps_reward`, partial credit for the gold "
-        "solution's intermediate results), settings of `recipes/smollm2-135m_cpu_demo.yaml` (full fine-tune, lr 1e-5, "
+        "solution's intermediate results; the `≤ 2 steps` arm also trains only on the 2,734 train problems whose "
+        "gold solution has at most 2 calculation steps, `max_solution_steps: 2`), settings of `recipes/smollm2-135m_cpu_demo.yaml` (full fine-tune, lr 1e-5, "
         "group 8, one prompt per step, 128 completion tokens, temperature 1.0, worked-example system prompt); "
         "declare rate = `rewards/format_reward/mean`, the share of a step's 8 completions ending `#### <number>`; "
         "mean over the steps that ended in each 5-minute window.", "", *lines, "",

@@ -111,6 +111,9 @@ def test_cli_reports_launch_errors_before_loading_weights(tmp_path, tiny_model_d
     recipe.write_text(f"model_name_or_path: {tiny_model_dir}\nbf16: false\nuse_cpu: true\ndataset_source: {tmp_path}/nope\n")
     with pytest.raises(SystemExit, match="neither 'bundled'"):
         cli(["--config", str(recipe), "--output_dir", str(tmp_path / "out")])
+    recipe.write_text(f"model_name_or_path: {tiny_model_dir}\nbf16: false\nuse_cpu: true\nmax_solution_steps: -1\n")
+    with pytest.raises(SystemExit, match="max_solution_steps must be 0 or more"):
+        cli(["--config", str(recipe), "--output_dir", str(tmp_path / "out")])
     recipe.write_text(f"model_name_or_path: {tiny_model_dir}\nbf16: false\nuse_cpu: true\nreward_weights: [1.0]\n")
     with pytest.raises(SystemExit, match="one weight per function"):
         cli(["--config", str(recipe), "--output_dir", str(tmp_path / "out")])

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from trl_gsm8k.answers import gold_steps
 from trl_gsm8k.data import SYSTEM_PROMPT, build_prompt, load_gsm8k, read_rows
 
 
@@ -64,3 +65,20 @@ def test_bad_sources_and_arguments(tmp_path):
     (tmp_path / "test.jsonl").write_text("{not json\n")
     with pytest.raises(ValueError, match="line 1: not valid JSON"):
         load_gsm8k("test", source=str(tmp_path))
+
+
+def test_max_solution_steps_keeps_the_easy_problems(tmp_path):
+    easy = load_gsm8k("train", max_solution_steps=2)
+    assert easy.num_rows == 2734  # of 7,473: 2 distinct intermediate results or fewer
+    steps = {row["question"]: len(gold_steps(row["answer"])) for row in read_rows("train")}
+    assert max(steps[q] for q in easy["question"]) == 2
+    assert sum(n <= 2 for n in steps.values()) == 2734
+    first = load_gsm8k("train", max_solution_steps=2, limit=3)
+    assert first["question"] == easy["question"][:3]  # limit counts the problems kept
+    assert load_gsm8k("train", limit=3)["question"] != first["question"]
+    with pytest.raises(ValueError, match="0 or more"):
+        load_gsm8k("test", max_solution_steps=-1)
+    (tmp_path / "test.jsonl").write_text(json.dumps({"question": "q", "answer": "2*3 = <<2*3=6>>6. 6+1 = <<6+1=7>>7\n#### 7"}) + "\n")
+    assert load_gsm8k("test", source=str(tmp_path), max_solution_steps=2).num_rows == 1
+    with pytest.raises(ValueError, match="keeps none of GSM8K test's problems: raise it"):
+        load_gsm8k("test", source=str(tmp_path), max_solution_steps=1)

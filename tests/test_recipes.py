@@ -42,3 +42,9 @@ def test_variants():
     assert names["qwen2.5-1.5b-instruct_lora_zero2-offload.yaml"][2].model_name_or_path == "Qwen/Qwen2.5-1.5B-Instruct"
     demo = names["smollm2-135m_cpu_demo.yaml"]
     assert demo[2].model_name_or_path == "smollm2-135m-instruct" and demo[1].bf16 is False
+
+
+def test_curriculum_option_parses(tmp_path):
+    script_args, _, _ = parse(["--config", "recipes/smollm2-135m_cpu_demo.yaml", "--output_dir", str(tmp_path),
+                               "--max_solution_steps", "2"])
+    assert script_args.max_solution_steps == 2

@@ -15,7 +15,7 @@ from typing import Literal
 
 from datasets import Dataset
 
-from .answers import extract_gold, strip_annotations
+from .answers import extract_gold, gold_steps, strip_annotations
 
 SPLITS = ("train", "test")
 HUB_DATASET = "openai/gsm8k"
@@ -83,24 +83,38 @@ def load_gsm8k(
     prompt_format: PromptFormat = "chat",
     system_prompt: str = SYSTEM_PROMPT,
     limit: int | None = None,
+    max_solution_steps: int | None = None,
 ) -> Dataset:
     """GSM8K as a `datasets.Dataset` ready for `GRPOTrainer` and the evaluator.
 
     Columns: ``prompt`` (chat messages or text, see :func:`build_prompt`), ``answer`` (the gold final number, as a
     string: ``"1234"``), ``question``, and ``solution`` (the worked solution without calculator annotations).
 
+    ``max_solution_steps`` keeps only the problems whose gold solution takes at most that many distinct calculation
+    results (:func:`trl_gsm8k.answers.gold_steps`; GSM8K's take 2-8): an easy-first curriculum for a model that
+    solves too few problems to get a reward signal. ``limit`` then counts the problems kept.
+
     Raises:
-        ValueError: naming split and row index, for a row without ``####`` or whose gold is not a number.
+        ValueError: naming split and row index, for a row without ``####`` or whose gold is not a number; or when
+            ``max_solution_steps`` keeps no problem.
 
     >>> ds = load_gsm8k("test", limit=2)
     >>> ds.num_rows, ds[0]["answer"], ds[0]["prompt"][0]["role"]
     (2, '18', 'system')
+    >>> load_gsm8k("train", max_solution_steps=2).num_rows
+    2734
     """
     if limit is not None and limit < 1:
         raise ValueError(f"limit must be a positive number of rows, got {limit}")
-    rows = read_rows(split, source)[:limit]
+    if max_solution_steps is not None and max_solution_steps < 0:
+        raise ValueError(f"max_solution_steps must be 0 or more calculation steps, got {max_solution_steps}")
+    rows = read_rows(split, source)
+    if max_solution_steps is None:
+        rows = rows[:limit]
     records = {"prompt": [], "answer": [], "question": [], "solution": []}
     for i, row in enumerate(rows):
+        if limit is not None and len(records["answer"]) == limit:
+            break
         question, answer = row.get("question"), row.get("answer")
         if not isinstance(question, str) or not isinstance(answer, str):
             raise ValueError(f"GSM8K {split} row {i}: expected string 'question' and 'answer' fields, got {row!r:.200}")
@@ -109,10 +123,14 @@ def load_gsm8k(
         gold = extract_gold(answer)
         if gold is None:
             raise ValueError(f"GSM8K {split} row {i}: final answer is not a number: {answer.rsplit('####', 1)[1]!r}")
+        if max_solution_steps is not None and len(gold_steps(answer.rsplit("####", 1)[0])) > max_solution_steps:
+            continue
         records["prompt"].append(build_prompt(question, prompt_format, system_prompt))
         records["answer"].append(str(gold.numerator) if gold.denominator == 1 else str(float(gold)))
         records["question"].append(question)
         records["solution"].append(strip_annotations(answer.rsplit("####", 1)[0]).strip())
+    if not records["answer"]:
+        raise ValueError(f"max_solution_steps={max_solution_steps} keeps none of GSM8K {split}'s problems: raise it")
     return Dataset.from_dict(records)
 
 

@@ -47,6 +47,11 @@ class GSM8KScriptArguments:
     )
     dataset_train_split: str = field(default="train", metadata={"help": "GSM8K split to train on."})
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N problems."})
+    max_solution_steps: int | None = field(
+        default=None,
+        metadata={"help": "Train only on problems whose gold solution has at most N calculation steps (GSM8K's have "
+                  "2-8; 2 keeps 2,734 of 7,473 train problems): easy first, for a model that solves too few to learn."},
+    )
     prompt_format: str = field(default="chat", metadata={"help": "'chat' (system + user messages) or 'plain'."})
     system_prompt: str | None = field(
         default=None, metadata={"help": "Replaces the default instruction (trl_gsm8k.data.SYSTEM_PROMPT)."}
@@ -89,10 +94,14 @@ def main(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOConfig, mode
     model_path = resolve_model_path(model_args.model_name_or_path)
     config = check_model_config(model_path, training_args.trust_remote_code)
     check_fits_in_memory(config, _bytes_per_param(model_args), *available_memory_bytes())
-    dataset = load_gsm8k(
-        script_args.dataset_train_split, script_args.dataset_source, script_args.prompt_format,
-        script_args.system_prompt or SYSTEM_PROMPT, limit=script_args.max_train_samples,
-    )
+    try:
+        dataset = load_gsm8k(
+            script_args.dataset_train_split, script_args.dataset_source, script_args.prompt_format,
+            script_args.system_prompt or SYSTEM_PROMPT, limit=script_args.max_train_samples,
+            max_solution_steps=script_args.max_solution_steps,
+        )
+    except ValueError as exc:  # a bad row, split or filter: one clear line, before any weights load
+        raise LaunchError(str(exc)) from None
 
     # --- model, trainer ---
     set_seed(training_args.seed)
