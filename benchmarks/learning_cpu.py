@@ -193,7 +193,7 @@ def plot(logs: dict[str, list[dict]], budget_min: float, path: Path) -> None:
 
 
 def report(logs: dict[str, list[dict]], before: dict, after: dict[str, dict], budget_min: float, limit: int,
-           command: str, machine: str, started: str) -> str:
+           command: str, machine: str, started: str, image: str) -> str:
     import yaml
 
     group = yaml.safe_load(RECIPE.read_text())["num_generations"]
@@ -220,20 +220,23 @@ def report(logs: dict[str, list[dict]], before: dict, after: dict[str, dict], bu
                      f"{100 * s['flexible_pass@1']:.1f} % | {100 * s['declare_rate']:.1f} % | "
                      f"{100 * s['strict_declare_rate']:.1f} % | {100 * s['truncated_rate']:.1f} % | "
                      f"{s['mean_completion_tokens']:.0f} |")
+    easy = "ours_easy" in logs
+    easy_order = " (the `≤ 2 steps` arm: its subset's)" if easy else ""
+    easy_data = ("; the `≤ 2 steps` arm also trains only on the 2,734 train problems whose gold solution has at "
+                 "most 2 calculation steps, `max_solution_steps: 2`") if easy else ""
     return "\n".join([
         "# CPU learning benchmark: " + ("plain TRL vs GSM8KGRPOTrainer" if "plain" in logs else
                                         " vs ".join(ARMS[a].replace("`", "") for a in logs))
         + " on SmolLM2-135M-Instruct", "",
         f"Command: `{command}` (started {started})", "", f"Machine: {machine}", "",
         "## Training at equal wall-clock budget", "",
-        f"Budget {budget_min:g} min per trainer, same seed (42), same prompts in the same order, same rewards "
+        f"Budget {budget_min:g} min per trainer, same seed (42), same prompts in the same order{easy_order}, same rewards "
         "(`correctness` + 0.5 × `format`; the `steps` arm adds 0.5 × `steps_reward`, partial credit for the gold "
-        "solution's intermediate results; the `≤ 2 steps` arm also trains only on the 2,734 train problems whose "
-        "gold solution has at most 2 calculation steps, `max_solution_steps: 2`), settings of `recipes/smollm2-135m_cpu_demo.yaml` (full fine-tune, lr 1e-5, "
+        f"solution's intermediate results{easy_data}), settings of `recipes/smollm2-135m_cpu_demo.yaml` (full fine-tune, lr 1e-5, "
         "group 8, one prompt per step, 128 completion tokens, temperature 1.0, worked-example system prompt); "
         "declare rate = `rewards/format_reward/mean`, the share of a step's 8 completions ending `#### <number>`; "
         "mean over the steps that ended in each 5-minute window.", "", *lines, "",
-        "![declare rate and training accuracy over wall-clock time](learning_cpu.png)", "",
+        f"![declare rate and training accuracy over wall-clock time]({image})", "",
         f"## Held-out accuracy: GSM8K test, first {limit} problems", "",
         "`python -m trl_gsm8k.evaluate --split test --limit "
         f"{limit} --max-new-tokens 256 --recipe recipes/smollm2-135m_cpu_demo.yaml` (greedy, the training prompt "
@@ -281,11 +284,12 @@ def main() -> None:
     plot(logs, a.budget_min, report_path.with_suffix(".png"))
     command = "python benchmarks/learning_cpu.py" + " ".join(
         [""] + [f"--{k.replace('_', '-')} {v}" for k, v in (("budget_min", a.budget_min), ("eval_limit", a.eval_limit),
-                                                                 ("arms", a.arms))
+                                                                 ("arms", a.arms), ("out", a.out), ("report", a.report))
                 if v != parser.get_default(k)])
     # A hand-written reading of the figures below this heading survives a rerun of the report.
     kept = report_path.read_text().partition(READING)[2] if report_path.is_file() else ""
-    text = report(logs, before, after, a.budget_min, a.eval_limit, command, machine(), started)
+    text = report(logs, before, after, a.budget_min, a.eval_limit, command, machine(), started,
+                  report_path.with_suffix(".png").name)
     report_path.write_text(text + (f"\n{READING}{kept}" if kept else ""))
     print(report_path.read_text())
 
