@@ -230,10 +230,10 @@ def report(logs: dict[str, list[dict]], before: dict, after: dict[str, dict], bu
         + " on SmolLM2-135M-Instruct", "",
         f"Command: `{command}` (started {started})", "", f"Machine: {machine}", "",
         "## Training at equal wall-clock budget", "",
-        f"Budget {budget_min:g} min per trainer, same seed (42), same prompts in the same order{easy_order}, same rewards "
-        "(`correctness` + 0.5 × `format`; the `steps` arm adds 0.5 × `steps_reward`, partial credit for the gold "
-        f"solution's intermediate results{easy_data}), settings of `recipes/smollm2-135m_cpu_demo.yaml` (full fine-tune, lr 1e-5, "
-        "group 8, one prompt per step, 128 completion tokens, temperature 1.0, worked-example system prompt); "
+        f"Budget {budget_min:g} min per trainer, same seed (42), same prompts in the same order{easy_order}, "
+        "same rewards (`correctness` + 0.5 × `format`; the `steps` arm adds 0.5 × `steps_reward`, partial credit for "
+        f"the gold solution's intermediate results{easy_data}), settings of `recipes/smollm2-135m_cpu_demo.yaml` "
+        "(full fine-tune, lr 1e-5, group 8, one prompt per step, 128 completion tokens, temperature 1.0, worked-example system prompt); "
         "declare rate = `rewards/format_reward/mean`, the share of a step's 8 completions ending `#### <number>`; "
         "mean over the steps that ended in each 5-minute window.", "", *lines, "",
         f"![declare rate and training accuracy over wall-clock time]({image})", "",

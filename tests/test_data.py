@@ -78,7 +78,8 @@ def test_max_solution_steps_keeps_the_easy_problems(tmp_path):
     assert load_gsm8k("train", limit=3)["question"] != first["question"]
     with pytest.raises(ValueError, match="0 or more"):
         load_gsm8k("test", max_solution_steps=-1)
-    (tmp_path / "test.jsonl").write_text(json.dumps({"question": "q", "answer": "2*3 = <<2*3=6>>6. 6+1 = <<6+1=7>>7\n#### 7"}) + "\n")
+    two_steps = {"question": "q", "answer": "2*3 = <<2*3=6>>6. 6+1 = <<6+1=7>>7\n#### 7"}
+    (tmp_path / "test.jsonl").write_text(json.dumps(two_steps) + "\n")
     assert load_gsm8k("test", source=str(tmp_path), max_solution_steps=2).num_rows == 1
     with pytest.raises(ValueError, match="keeps none of GSM8K test's problems: raise it"):
         load_gsm8k("test", source=str(tmp_path), max_solution_steps=1)

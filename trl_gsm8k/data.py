@@ -108,11 +108,8 @@ def load_gsm8k(
         raise ValueError(f"limit must be a positive number of rows, got {limit}")
     if max_solution_steps is not None and max_solution_steps < 0:
         raise ValueError(f"max_solution_steps must be 0 or more calculation steps, got {max_solution_steps}")
-    rows = read_rows(split, source)
-    if max_solution_steps is None:
-        rows = rows[:limit]
     records = {"prompt": [], "answer": [], "question": [], "solution": []}
-    for i, row in enumerate(rows):
+    for i, row in enumerate(read_rows(split, source)):
         if limit is not None and len(records["answer"]) == limit:
             break
         question, answer = row.get("question"), row.get("answer")
@@ -123,12 +120,13 @@ def load_gsm8k(
         gold = extract_gold(answer)
         if gold is None:
             raise ValueError(f"GSM8K {split} row {i}: final answer is not a number: {answer.rsplit('####', 1)[1]!r}")
-        if max_solution_steps is not None and len(gold_steps(answer.rsplit("####", 1)[0])) > max_solution_steps:
+        work = answer.rsplit("####", 1)[0]
+        if max_solution_steps is not None and len(gold_steps(work)) > max_solution_steps:
             continue
         records["prompt"].append(build_prompt(question, prompt_format, system_prompt))
         records["answer"].append(str(gold.numerator) if gold.denominator == 1 else str(float(gold)))
         records["question"].append(question)
-        records["solution"].append(strip_annotations(answer.rsplit("####", 1)[0]).strip())
+        records["solution"].append(strip_annotations(work).strip())
     if max_solution_steps is not None and not records["answer"]:
         raise ValueError(f"max_solution_steps={max_solution_steps} keeps none of GSM8K {split}'s problems: raise it")
     return Dataset.from_dict(records)

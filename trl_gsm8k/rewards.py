@@ -262,8 +262,8 @@ def steps_reward(completions: Sequence[Any], answer: Sequence[Any] | None = None
     The gold's steps are read from the ``solution`` column when the dataset has one (:func:`~trl_gsm8k.data.load_gsm8k`
     does: the numbers after ``=``), else from ``answer`` when it is the full GSM8K text (its calculator annotations
     ``<<48/2=24>>``), else the final answer is the one step; the completion's are the numbers it writes after ``=``.
-    The reward is the F1 of the two sets: recall credits each gold step reached, precision keeps number spam from paying (and more
-    than ``MAX_STEPS`` results score 0). A denser signal than correctness for a model that rarely gets a problem
+    The reward is the F1 of the two sets: recall credits each gold step reached, precision keeps number spam from
+    paying (and more than ``MAX_STEPS`` results score 0). A denser signal than correctness for a model that rarely gets a problem
     fully right; pair it with :func:`correctness_reward`, which it does not replace.
 
     Args:
