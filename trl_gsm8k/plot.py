@@ -25,6 +25,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
+class PlotError(ValueError):
+    """Input that cannot be drawn; the message is the one line the command-line tool prints."""
+
+
 @dataclass
 class Panel:
     title: str
@@ -50,15 +54,15 @@ def find_trainer_state(run: Path) -> Path:
     if run.is_file():
         return run
     if not run.is_dir():
-        raise SystemExit(f"error: {run}: no such run directory")
+        raise FileNotFoundError(f"{run}: no such run directory")
     candidates = [run / "trainer_state.json"]
     checkpoints = [p for p in run.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
     if checkpoints:
         candidates.append(max(checkpoints, key=lambda p: int(p.name.split("-")[-1])) / "trainer_state.json")
     found = [p for p in candidates if p.is_file()]
     if not found:
-        raise SystemExit(f"error: {run} holds no trainer_state.json, neither itself nor in a checkpoint-*/ "
-                         "(the trainer writes one at each checkpoint and at the end of training)")
+        raise FileNotFoundError(f"{run} holds no trainer_state.json, neither itself nor in a checkpoint-*/ "
+                                "(the trainer writes one at each checkpoint and at the end of training)")
     return max(found, key=lambda p: _read_state(p).get("global_step") or 0)
 
 
@@ -66,9 +70,9 @@ def _read_state(path: Path) -> dict:
     try:
         state = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SystemExit(f"error: {path}: not a readable trainer state ({exc})") from None
+        raise PlotError(f"{path}: not a readable trainer state ({exc})") from None
     if not isinstance(state, dict):
-        raise SystemExit(f"error: {path}: not a trainer state (expected a JSON object)")
+        raise PlotError(f"{path}: not a trainer state (expected a JSON object)")
     return state
 
 
@@ -100,8 +104,8 @@ def plot_training(run: Path, output: Path | None = None) -> Path:
     panels = [(p, keys) for p, keys in panels if keys]
     if not panels:
         known = sorted({k for p in PANELS for names in p.lines for k in names})
-        raise SystemExit(f"error: {state_path}: log_history holds none of the metrics to plot "
-                         f"({', '.join(known)}); found: {', '.join(sorted(series)) or 'no training logs'}")
+        raise PlotError(f"{state_path}: log_history holds none of the metrics to plot "
+                        f"({', '.join(known)}); found: {', '.join(sorted(series)) or 'no training logs'}")
     cols = min(3, len(panels))
     rows = -(-len(panels) // cols)
     fig, axes = plt.subplots(rows, cols, figsize=(5 * cols, 3.6 * rows), squeeze=False)
@@ -158,10 +162,10 @@ def plot_compare(before: Path, after: Path, output: Path | None = None,
 
 def _read_summary(path: Path) -> dict:
     if not path.is_file():
-        raise SystemExit(f"error: {path}: no such eval.json")
+        raise FileNotFoundError(f"{path}: no such eval.json")
     summary = _read_state(path).get("summary")
     if not isinstance(summary, dict) or not {"strict_pass@1", "flexible_pass@1"} <= summary.keys():
-        raise SystemExit(f"error: {path}: not an eval.json from trl_gsm8k.evaluate (no summary pass@1)")
+        raise PlotError(f"{path}: not an eval.json from trl_gsm8k.evaluate (no summary pass@1)")
     return summary
 
 
@@ -182,10 +186,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if (args.run_dir is None) == (args.compare is None):
         parser.error("give either RUN_DIR or --compare BEFORE_JSON AFTER_JSON")
-    if args.compare:
-        path = plot_compare(*args.compare, output=args.output, labels=args.labels)
-    else:
-        path = plot_training(args.run_dir, args.output)
+    try:
+        if args.compare:
+            path = plot_compare(*args.compare, output=args.output, labels=args.labels)
+        else:
+            path = plot_training(args.run_dir, args.output)
+    except (PlotError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     print(f"wrote {path}")
     return 0
 
