@@ -2,6 +2,7 @@
 
 import gzip
 import json
+from collections import Counter
 
 import pytest
 
@@ -73,6 +74,9 @@ def test_max_solution_steps_keeps_the_easy_problems(tmp_path):
     steps = {row["question"]: len(gold_steps(row["answer"])) for row in read_rows("train")}
     assert max(steps[q] for q in easy["question"]) == 2
     assert sum(n <= 2 for n in steps.values()) == 2734
+    # The README's "0-9 distinct calculation results (2 have 0, 431 have 1)".
+    counts = Counter(steps.values())
+    assert (min(counts), max(counts), counts[0], counts[1]) == (0, 9, 2, 431)
     first = load_gsm8k("train", max_solution_steps=2, limit=3)
     assert first["question"] == easy["question"][:3]  # limit counts the problems kept
     assert load_gsm8k("train", limit=3)["question"] != first["question"]

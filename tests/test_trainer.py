@@ -77,9 +77,11 @@ def test_config_rejects_bad_values_before_any_model(tmp_path):
         make_args(tmp_path, kl_old_coef=0.1)
     with pytest.raises(ValueError, match=msg):  # reused, but within one optimizer step: still π_old = π_θ
         make_args(tmp_path, kl_old_coef=0.1, num_iterations=2, gradient_accumulation_steps=2, steps_per_generation=1)
-    make_args(tmp_path, kl_old_coef=0.1, num_iterations=2, gradient_accumulation_steps=2)  # spg=2: reused
-    make_args(tmp_path, kl_old_coef=0.1, num_iterations=2)
-    make_args(tmp_path, kl_old_coef=0.1, steps_per_generation=2)
+    make_args(tmp_path, kl_old_coef=0.1, num_iterations=2, gradient_accumulation_steps=2, disable_dropout=True)
+    make_args(tmp_path, kl_old_coef=0.1, num_iterations=2, disable_dropout=True)
+    make_args(tmp_path, kl_old_coef=0.1, steps_per_generation=2, disable_dropout=True)
+    with pytest.raises(ValueError, match="needs disable_dropout: true"):
+        make_args(tmp_path, kl_old_coef=0.1, num_iterations=2)
     with pytest.raises(ValueError, match=r"generation_batch_size \(6\) must be divisible by num_generations \(4\)"
                        r".*per_device_train_batch_size \(6\) × processes \(1\) × steps_per_generation \(1\)"):
         make_args(tmp_path, per_device_train_batch_size=6)
@@ -93,7 +95,7 @@ def test_config_fields_from_yaml_recipe(tmp_path):
     recipe.write_text(
         f"output_dir: {tmp_path / 'out'}\nbf16: false\nuse_cpu: true\nnum_generations: 4\n"
         "per_device_train_batch_size: 4\nadvantage_estimator: trl\nadvantage_eps: 1.0e-6\n"
-        "kl_old_coef: 0.05\nnum_iterations: 2\n"
+        "kl_old_coef: 0.05\nnum_iterations: 2\ndisable_dropout: true\n"
     )
     (args,) = TrlParser((GSM8KGRPOConfig,)).parse_args_and_config(args=["--config", str(recipe)])
     assert isinstance(args, GSM8KGRPOConfig)
@@ -182,6 +184,17 @@ def test_train_reference_free_metrics_and_advantages(tiny_model_dir, tmp_path):
     assert logs["advantage/std"] == pytest.approx(1.0, abs=1e-5)
 
 
+def test_accuracy_leaves_out_completions_whose_gold_is_unreadable(tiny_model_dir, tmp_path):
+    def correctness_reward(completions, idx, **kwargs):  # None (unreadable gold) for prompt 0; one right in 4 else
+        return [None if x == 0 else float(i % G == 0) for i, x in enumerate(idx)]
+
+    args = make_args(tmp_path, per_device_train_batch_size=2 * G, shuffle_dataset=False)
+    trainer = GSM8KGRPOTrainer(model=tiny_model_dir, reward_funcs=[correctness_reward], args=args,
+                               train_dataset=make_dataset(2))
+    trainer.train()
+    assert trainer.state.log_history[0]["accuracy"] == pytest.approx(0.25)  # 1 of 4 graded, not 1 of 8
+
+
 def test_unscorable_rows_and_all_equal_groups_get_zero(tiny_model_dir, tmp_path):
     def none_or_constant(completions, idx, **kwargs):
         # Every reward None for the 1st and 3rd completion of each group; the others all equal (per prompt).
@@ -212,7 +225,7 @@ def test_trl_estimator_keeps_trl_advantages(tiny_model_dir, tmp_path):
 
 
 def test_kl_old_zero_on_first_update_positive_on_reuse(tiny_model_dir, tmp_path):
-    args = make_args(tmp_path, num_iterations=2, kl_old_coef=0.1, max_steps=2, learning_rate=1e-2)
+    args = make_args(tmp_path, num_iterations=2, kl_old_coef=0.1, max_steps=2, learning_rate=1e-2, disable_dropout=True)
     trainer = GSM8KGRPOTrainer(model=tiny_model_dir, reward_funcs=[position_reward], args=args, train_dataset=make_dataset())
     trainer.train()
     first, second = trainer.state.log_history[:2]
@@ -229,7 +242,7 @@ def test_kl_old_zero_on_first_update_positive_on_reuse(tiny_model_dir, tmp_path)
 def test_kl_old_normalised_like_trl_beta_term(tiny_model_dir, tmp_path, loss_type, bias_correction, level):
     """coef · KL(π_θ‖π_old) must enter the loss exactly as TRL adds beta · KL(π_θ‖π_ref): use TRL's own
     beta path, with π_ref := π_old, as the reference."""
-    args = make_args(tmp_path, num_iterations=2, kl_old_coef=0.3, loss_type=loss_type,
+    args = make_args(tmp_path, num_iterations=2, kl_old_coef=0.3, loss_type=loss_type, disable_dropout=True,
                      use_bias_correction_kl=bias_correction, importance_sampling_level=level)
     trainer = GSM8KGRPOTrainer(model=tiny_model_dir, reward_funcs=[position_reward], args=args, train_dataset=make_dataset())
     trainer.model.train()
@@ -352,3 +365,47 @@ def test_resolve_model_path(tmp_path, monkeypatch):
     cached.mkdir()
     (cached / "config.json").write_text("{}")  # a finished conversion: reused, not redone
     assert resolve_model_path("SmolLM2-135M-Instruct") == str(cached)
+
+
+KL_OLD_RECIPE = Path(__file__).resolve().parent.parent / "recipes" / "r1-distill-qwen-1.5b_lora_kl-old_zero2-offload.yaml"
+
+
+def _kl_old_after_one_pass(tiny_model_dir, tmp_path, dropout_p: float | None) -> float:
+    """The shipped kl-old recipe (LoRA dropout, batch reuse) on the tiny model: generate a batch, then the loss pass
+    at π_θ = π_old. dropout_p re-enables the LoRA dropout modules (None: as the recipe leaves them)."""
+    from trl import get_peft_config
+
+    from trl_gsm8k.train import make_parser
+
+    _, args, model_args = make_parser().parse_args_and_config(args=[
+        "--config", str(KL_OLD_RECIPE), "--bf16", "false", "--use_cpu", "true", "--output_dir", str(tmp_path / "o"),
+        "--max_completion_length", "12", "--activation_checkpointing", "false", "--model_name_or_path", tiny_model_dir,
+        "--reward_weights", "1.0",
+    ])
+    assert model_args.lora_dropout > 0 and args.kl_old_coef > 0 and args.num_iterations > 1
+    torch.manual_seed(0)
+    trainer = GSM8KGRPOTrainer(model=tiny_model_dir, reward_funcs=[position_reward], args=args,
+                               train_dataset=make_dataset(), peft_config=get_peft_config(model_args))
+    dropouts = [m for name, m in trainer.model.named_modules() if "lora_dropout" in name and isinstance(m, torch.nn.Dropout)]
+    assert dropouts, "the recipe's LoRA dropout modules are missing: the test would check nothing"
+    for name, param in trainer.model.named_parameters():
+        if "lora_B" in name:  # a trained adapter: with B = 0 (its init) dropout on the LoRA path changes nothing
+            param.data.normal_(0, 0.5)
+    if dropout_p is not None:
+        for module in dropouts:
+            module.p = dropout_p
+    trainer.model.train()
+    trainer.current_gradient_accumulation_steps = args.gradient_accumulation_steps
+    rows = [row for row in make_dataset(args.generation_batch_size // G) for _ in range(G)]
+    inputs = trainer._generate_and_score_completions(rows)
+    assert "old_per_token_logps" in inputs  # π_old's log-probs computed in train mode, as in training
+    first = {k: (v[: args.per_device_train_batch_size] if isinstance(v, torch.Tensor) and v.dim() else v)
+             for k, v in inputs.items()}
+    trainer._compute_loss(trainer.model, first)
+    return trainer._metrics["train"]["kl_old"][-1]
+
+
+def test_kl_old_is_exactly_zero_at_pi_old_with_the_recipes_lora_dropout(tiny_model_dir, tmp_path):
+    assert _kl_old_after_one_pass(tiny_model_dir, tmp_path, None) == 0.0
+    # The same pass with the recipe's dropout left active: different masks, a spurious KL (what the config forbids).
+    assert _kl_old_after_one_pass(tiny_model_dir, tmp_path, 0.05) > 1e-4

@@ -91,7 +91,7 @@ def load_gsm8k(
     string: ``"1234"``), ``question``, and ``solution`` (the worked solution without calculator annotations).
 
     ``max_solution_steps`` keeps only the problems whose gold solution takes at most that many distinct calculation
-    results (:func:`trl_gsm8k.answers.gold_steps`; GSM8K's take 2-8): an easy-first curriculum for a model that
+    results (:func:`trl_gsm8k.answers.gold_steps`; GSM8K's train solutions take 0-9): an easy-first curriculum for a model that
     solves too few problems to get a reward signal. ``limit`` then counts the problems kept.
 
     Raises:

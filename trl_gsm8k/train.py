@@ -49,8 +49,8 @@ class GSM8KScriptArguments:
     max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N problems."})
     max_solution_steps: int | None = field(
         default=None,
-        metadata={"help": "Train only on problems whose gold solution has at most N calculation steps (GSM8K's have "
-                  "2-8; 2 keeps 2,734 of 7,473 train problems): easy first, for a model that solves too few to learn."},
+        metadata={"help": "Train only on problems whose gold solution has at most N calculation steps (GSM8K's train "
+                  "solutions have 0-9; 2 keeps 2,734 of 7,473 train problems): easy first, for a model that solves too few to learn."},
     )
     prompt_format: str = field(default="chat", metadata={"help": "'chat' (system + user messages) or 'plain'."})
     system_prompt: str | None = field(
