@@ -14,6 +14,16 @@ from trl_gsm8k.evaluate import (
 FAST = ["--max-new-tokens", "4", "--batch-size", "2", "--threads", "1"]  # 1 thread: fast on a shared CPU
 
 
+def fails(capsys, argv, message):
+    """The library raises EvalError (never SystemExit); main() turns it into one `error:` line and exit code 1."""
+    with pytest.raises(ev.EvalError, match=message):
+        ev.run(ev.parse_args(argv))
+    capsys.readouterr()
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and __import__("re").search(message, err[0]), err
+
+
 # --- pure metrics ------------------------------------------------------------------------------------------------
 
 
@@ -97,7 +107,7 @@ def test_cli_end_to_end_with_samples(tiny_model_dir, tmp_path):
     assert all(1 <= n <= 4 for it in items for n in it["num_tokens"])
 
 
-def test_resume_keeps_finished_items(tiny_model_dir, tmp_path, monkeypatch):
+def test_resume_keeps_finished_items(tiny_model_dir, tmp_path, monkeypatch, capsys):
     out = tmp_path / "eval.json"
     jsonl = tmp_path / "eval.jsonl"
     assert main(["--model", tiny_model_dir, "--limit", "2", "--output", str(out), *FAST]) == 0
@@ -115,8 +125,8 @@ def test_resume_keeps_finished_items(tiny_model_dir, tmp_path, monkeypatch):
     assert main(["--model", tiny_model_dir, "--limit", "3", "--output", str(out), "--resume", *FAST]) == 0
     assert json.loads(out.read_text())["summary"]["num_items"] == 3
 
-    with pytest.raises(SystemExit, match="other settings"):
-        main(["--model", tiny_model_dir, "--limit", "3", "--output", str(out), "--seed", "1", *FAST])
+    fails(capsys, ["--model", tiny_model_dir, "--limit", "3", "--output", str(out), "--seed", "1", *FAST],
+          "other settings")
 
 
 def test_greedy_is_deterministic_across_batch_sizes(tiny_model_dir, tmp_path):
@@ -127,7 +137,7 @@ def test_greedy_is_deterministic_across_batch_sizes(tiny_model_dir, tmp_path):
     assert [it["completions"] for it in one] == [it["completions"] for it in three]
 
 
-def test_lora_adapter_dir_is_applied_to_its_base(tiny_model_dir, tmp_path):
+def test_lora_adapter_dir_is_applied_to_its_base(tiny_model_dir, tmp_path, capsys):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
@@ -147,8 +157,8 @@ def test_lora_adapter_dir_is_applied_to_its_base(tiny_model_dir, tmp_path):
     config = json.loads((adapter / "adapter_config.json").read_text())
     config["base_model_name_or_path"] = str(tmp_path / "gone")
     (adapter / "adapter_config.json").write_text(json.dumps(config))
-    with pytest.raises(SystemExit, match="base model .* not found"):
-        main(["--model", str(adapter), "--limit", "1", "--output", str(out), "--overwrite", *FAST])
+    fails(capsys, ["--model", str(adapter), "--limit", "1", "--output", str(out), "--overwrite", *FAST],
+          "base model .* not found")
 
 
 def test_run_dir_without_final_model_uses_latest_checkpoint(tmp_path):
@@ -162,9 +172,8 @@ def test_run_dir_without_final_model_uses_latest_checkpoint(tmp_path):
     (["--model", "/no/such/model"], "no such directory"),
     (["--model", "./missing-dir"], "no such directory"),
 ])
-def test_missing_model_is_one_line(argv, message, tmp_path):
-    with pytest.raises(SystemExit, match=message):
-        main([*argv, "--output", str(tmp_path / "e.json")])
+def test_missing_model_is_one_line(argv, message, tmp_path, capsys):
+    fails(capsys, [*argv, "--output", str(tmp_path / "e.json")], message)
 
 
 def test_argument_errors(tiny_model_dir, tmp_path, capsys):
@@ -175,11 +184,10 @@ def test_argument_errors(tiny_model_dir, tmp_path, capsys):
     assert "--limit must be at least 1" in capsys.readouterr().err
 
 
-def test_prompt_longer_than_context(tiny_model_dir, tmp_path):
+def test_prompt_longer_than_context(tiny_model_dir, tmp_path, capsys):
     # The 8-shot prompt is ~1,000 tokens; the tiny model's context is 512.
-    with pytest.raises(SystemExit, match="exceeds the model's context of 512"):
-        main(["--model", tiny_model_dir, "--limit", "1", "--prompt", "lm-eval-fewshot",
-              "--output", str(tmp_path / "e.json"), *FAST])
+    fails(capsys, ["--model", tiny_model_dir, "--limit", "1", "--prompt", "lm-eval-fewshot",
+                   "--output", str(tmp_path / "e.json"), *FAST], "exceeds the model's context of 512")
 
 
 def test_fewshot_prompt_runs_end_to_end(tiny_model_dir, tmp_path):
@@ -199,9 +207,9 @@ def test_fewshot_prompt_format():
 
 
 @pytest.mark.skipif(__import__("importlib").util.find_spec("vllm") is not None, reason="vLLM installed")
-def test_vllm_backend_missing_is_a_clear_error(tiny_model_dir, tmp_path):
-    with pytest.raises(SystemExit, match="needs vLLM"):
-        main(["--model", tiny_model_dir, "--limit", "1", "--backend", "vllm", "--output", str(tmp_path / "e.json"), *FAST])
+def test_vllm_backend_missing_is_a_clear_error(tiny_model_dir, tmp_path, capsys):
+    fails(capsys, ["--model", tiny_model_dir, "--limit", "1", "--backend", "vllm", "--output", str(tmp_path / "e.json"),
+                   *FAST], "needs vLLM")
 
 
 def test_cli_subprocess_bad_model_has_no_traceback(tmp_path):

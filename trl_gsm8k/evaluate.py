@@ -63,6 +63,10 @@ LM_EVAL_FLEXIBLE_RE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
 _LM_EVAL_IGNORE = [re.compile(p) for p in (r",", r"\$", r"(?s).*#### ", r"\.$")]
 
 
+class EvalError(ValueError):
+    """Input the evaluator cannot use; the message is the one line the command-line tool prints."""
+
+
 # --- metrics: pure functions -------------------------------------------------------------------------------------
 
 
@@ -238,31 +242,31 @@ class ResolvedModel:
 
 
 def resolve_model(name: str) -> ResolvedModel:
-    """Find the weights behind ``--model``; raise ``SystemExit`` with one line when there are none."""
+    """Find the weights behind ``--model``; raise :class:`EvalError` (one line) when there are none."""
     from .models import resolve_model_path
 
     path = Path(os.path.expanduser(name))
     if not path.exists():
         if name.startswith(("/", ".", "~")) or name.count("/") > 1 or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name):
-            raise SystemExit(f"error: --model {name}: no such directory")
+            raise EvalError(f"--model {name}: no such directory")
         resolved = resolve_model_path(name)  # the offline model's name, or a Hub id (checked when loaded)
         return ResolvedModel(resolved, None, resolved)
     if not path.is_dir():
-        raise SystemExit(f"error: --model {name}: not a directory")
+        raise EvalError(f"--model {name}: not a directory")
     if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
         checkpoints = sorted(path.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1] or 0)
                              if p.name.rsplit("-", 1)[-1].isdigit() else -1)
         if not checkpoints:
-            raise SystemExit(f"error: --model {name}: holds no model (config.json), adapter or checkpoint-*/")
+            raise EvalError(f"--model {name}: holds no model (config.json), adapter or checkpoint-*/")
         logger.warning("%s holds no final model: evaluating its latest checkpoint %s", name, checkpoints[-1].name)
         path = checkpoints[-1]
     if (path / "adapter_config.json").is_file():
         base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
         if not base:
-            raise SystemExit(f"error: --model {name}: adapter_config.json names no base_model_name_or_path")
+            raise EvalError(f"--model {name}: adapter_config.json names no base_model_name_or_path")
         base_path = resolve_model_path(base)
         if base_path.startswith(("/", ".", "~")) and not Path(os.path.expanduser(base_path)).is_dir():
-            raise SystemExit(f"error: --model {name}: the adapter's base model {base} is not found")
+            raise EvalError(f"--model {name}: the adapter's base model {base} is not found")
         has_tokenizer = (path / "tokenizer_config.json").is_file()
         return ResolvedModel(base_path, str(path), str(path) if has_tokenizer else base_path)
     return ResolvedModel(str(path), None, str(path))
@@ -274,7 +278,7 @@ def load_tokenizer(model: ResolvedModel):
     try:
         tokenizer = AutoTokenizer.from_pretrained(model.tokenizer, padding_side="left")
     except (OSError, ValueError) as exc:
-        raise SystemExit(f"error: cannot load a tokenizer from {model.tokenizer}: {_first_line(exc)}") from None
+        raise EvalError(f"cannot load a tokenizer from {model.tokenizer}: {_first_line(exc)}") from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -286,7 +290,7 @@ def context_length(model_path: str) -> int | None:
     try:
         config = AutoConfig.from_pretrained(model_path)
     except (OSError, ValueError) as exc:
-        raise SystemExit(f"error: cannot load the model config from {model_path}: {_first_line(exc)}") from None
+        raise EvalError(f"cannot load the model config from {model_path}: {_first_line(exc)}") from None
     config = getattr(config, "text_config", None) or config
     return getattr(config, "max_position_embeddings", None)
 
@@ -321,7 +325,7 @@ class TransformersGenerator:
             net = AutoModelForCausalLM.from_pretrained(model.path, dtype=dtype)
         except (OSError, ValueError) as exc:
             what = f"the base model of adapter {model.adapter}" if model.adapter else "model"
-            raise SystemExit(f"error: cannot load {what} {model.path}: {_first_line(exc)}") from None
+            raise EvalError(f"cannot load {what} {model.path}: {_first_line(exc)}") from None
         if model.adapter:
             from peft import PeftModel
 
@@ -366,7 +370,7 @@ class VLLMGenerator:
         try:
             from vllm import LLM, SamplingParams
         except ImportError:
-            raise SystemExit("error: --backend vllm needs vLLM: `pip install vllm` (GPU machines only)") from None
+            raise EvalError("--backend vllm needs vLLM: `pip install vllm` (GPU machines only)") from None
         self.llm = LLM(model=model.path, tokenizer=model.tokenizer, seed=args.seed, enable_lora=bool(model.adapter),
                        dtype="auto" if args.dtype == "auto" else args.dtype)
         self.lora = None
@@ -415,10 +419,10 @@ def read_finished(jsonl: Path, expected_id: str) -> dict[int, dict]:
         except json.JSONDecodeError:
             if n == len(lines):
                 break  # the write an interruption cut short
-            raise SystemExit(f"error: {jsonl}, line {n}: not valid JSON; delete it or pass --overwrite") from None
+            raise EvalError(f"{jsonl}, line {n}: not valid JSON; delete it or pass --overwrite") from None
         if record.get("settings_id") != expected_id:
-            raise SystemExit(
-                f"error: {jsonl} was written with other settings ({', '.join(SETTINGS_KEYS)} must match to "
+            raise EvalError(
+                f"{jsonl} was written with other settings ({', '.join(SETTINGS_KEYS)} must match to "
                 "resume): use another --output, or --overwrite to start afresh")
         finished[record["index"]] = record
     # Rewrite without a torn line so that appending continues a valid file.
@@ -496,6 +500,16 @@ def _recipe_system_prompt(parser: argparse.ArgumentParser, recipe: str) -> str |
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        run(args)
+    except (EvalError, FileNotFoundError) as exc:
+        print(f"error: {_first_line(exc)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def run(args: argparse.Namespace) -> dict:
+    """Evaluate as ``args`` (from :func:`parse_args`) say; writes eval.json and eval.jsonl, returns the summary."""
     started = time.perf_counter()
     output = Path(args.output)
     jsonl = output.with_suffix(".jsonl")
@@ -505,9 +519,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         rows = read_rows(args.split, args.data_source)[:args.limit]
     except (ValueError, FileNotFoundError) as exc:
-        raise SystemExit(f"error: {_first_line(exc)}") from None
+        raise EvalError(_first_line(exc)) from None
+    if not rows:
+        raise EvalError(f"the {args.split} split of {args.data_source} holds no items")
     if args.resume and not jsonl.is_file():
-        raise SystemExit(f"error: --resume: {jsonl} does not exist")
+        raise EvalError(f"--resume: {jsonl} does not exist")
     finished = {} if args.overwrite or not jsonl.is_file() else read_finished(jsonl, sid)
     if args.overwrite and jsonl.exists():
         jsonl.unlink()
@@ -537,14 +553,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     output.write_text(json.dumps({"summary": summary, "settings": {**settings, "limit": args.limit,
                                   "batch_size": args.batch_size, "items_file": jsonl.name}}, indent=2) + "\n")
     _print_summary(summary, output)
-    return 0
+    return summary
 
 
 def _generate_missing(args: argparse.Namespace, rows: list[dict], todo: list[int], jsonl: Path, sid: str) -> None:
     from tqdm.auto import tqdm
 
     if args.backend == "vllm" and importlib.util.find_spec("vllm") is None:
-        raise SystemExit("error: --backend vllm needs vLLM: `pip install vllm` (GPU machines only)")
+        raise EvalError("--backend vllm needs vLLM: `pip install vllm` (GPU machines only)")
     model = resolve_model(args.model)
     tokenizer = load_tokenizer(model)
     stop = FEWSHOT_STOP if args.prompt == "lm-eval-fewshot" else None
@@ -553,7 +569,7 @@ def _generate_missing(args: argparse.Namespace, rows: list[dict], todo: list[int
     longest = max(len(ids) for ids in tokenizer(prompts, add_special_tokens=False)["input_ids"])
     limit = context_length(model.path)
     if limit is not None and longest + args.max_new_tokens > limit:
-        raise SystemExit(f"error: the longest prompt ({longest} tokens) + --max-new-tokens {args.max_new_tokens} "
+        raise EvalError(f"the longest prompt ({longest} tokens) + --max-new-tokens {args.max_new_tokens} "
                          f"exceeds the model's context of {limit} tokens")
     backend = VLLMGenerator if args.backend == "vllm" else TransformersGenerator
     generate = backend(model, tokenizer, args, stop)
