@@ -20,6 +20,7 @@ adapter disabled (the base model), so no copy is made.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,9 +28,13 @@ import torch
 from trl import GRPOConfig, GRPOTrainer
 
 from trl_gsm8k.advantages import group_advantages, zero_std_groups
+from trl_gsm8k.sampling import informative_groups, keep_groups, refill_indices
+
+logger = logging.getLogger(__name__)
 
 ADVANTAGE_ESTIMATORS = ("group_std", "trl")
 CORRECTNESS_REWARD_NAME = "correctness_reward"
+DYNAMIC_SAMPLING_STATE = "GSM8KDynamicSampling"  # key in TrainerState.stateful_callbacks
 
 
 @dataclass
@@ -61,6 +66,32 @@ class GSM8KGRPOConfig(GRPOConfig):
             "reference KL), added to the loss; needs no reference model. Only non-zero when a "
             "generation batch is reused after an optimizer step (num_iterations > 1 or "
             "steps_per_generation > gradient_accumulation_steps). Needs disable_dropout: true. Logged as 'kl_old'."
+        },
+    )
+
+    dynamic_sampling: bool = field(
+        default=False,
+        metadata={
+            "help": "Dynamic sampling (DAPO): drop the groups whose dynamic_sampling_reward is the same for every "
+            "completion (advantage 0, nothing to learn) and refill the generation batch with groups of further "
+            "prompts, up to max_sampling_rounds generations per batch. Logged as sampling/rounds, "
+            "sampling/groups_generated, sampling/groups_kept."
+        },
+    )
+    dynamic_sampling_reward: str = field(
+        default=CORRECTNESS_REWARD_NAME,
+        metadata={
+            "help": "Name of the reward function whose within-group variance decides which groups are kept (one "
+            "function, not the weighted sum: small format/length terms would keep all-wrong groups alive). It may "
+            "have weight 0 in reward_weights."
+        },
+    )
+    max_sampling_rounds: int = field(
+        default=4,
+        metadata={
+            "help": "With dynamic_sampling, at most this many generation rounds per generation batch; when the "
+            "batch is still not full, it trains on the groups it kept and masks out the rest (logged as "
+            "sampling/groups_short)."
         },
     )
 
@@ -106,6 +137,23 @@ class GSM8KGRPOConfig(GRPOConfig):
                 "steps_per_generation > gradient_accumulation_steps (so that a generation batch is reused after "
                 "an optimizer step), or set kl_old_coef to 0."
             )
+        if self.max_sampling_rounds < 1:
+            raise ValueError(f"max_sampling_rounds must be >= 1, got {self.max_sampling_rounds}.")
+        if self.dynamic_sampling:
+            if self.use_vllm:
+                raise ValueError("dynamic_sampling is not supported with use_vllm (tested only with transformers' "
+                                 "generation): set use_vllm: false or dynamic_sampling: false.")
+            local = self.generation_batch_size // self.world_size
+            if local % self.num_generations:
+                # Each process judges and keeps whole groups of its own; a group split across processes could be
+                # kept by one and dropped by the other.
+                raise ValueError(
+                    f"dynamic_sampling needs each process's generation batch to hold whole groups: "
+                    f"per_device_train_batch_size ({self.per_device_train_batch_size}) × steps_per_generation "
+                    f"({self.steps_per_generation}) = {local} completions is not a multiple of num_generations "
+                    f"({self.num_generations}). Make per_device_train_batch_size × steps_per_generation a multiple of "
+                    f"num_generations."
+                )
         if self.kl_old_coef > 0 and not self.disable_dropout:
             # π_old's log-probs and the loss pass run in train mode: with dropout on they see different masks, so
             # identical weights give a non-zero KL (measured: per-token log-prob differences up to 0.12 with LoRA
@@ -136,6 +184,19 @@ class GSM8KGRPOTrainer(GRPOTrainer):
         self._gathered_rewards_per_func: torch.Tensor | None = None
         self._capture_logps = False
         self._captured_logps: torch.Tensor | None = None
+        self._warned_short_batch = False
+        if self.args.dynamic_sampling:
+            if self.args.dynamic_sampling_reward not in self.reward_func_names:
+                raise ValueError(
+                    f"dynamic_sampling_reward={self.args.dynamic_sampling_reward!r} is not one of the reward functions "
+                    f"{self.reward_func_names}. Add it to reward_funcs (weight 0 in reward_weights if it should only "
+                    "decide, not score), or name another one."
+                )
+            if isinstance(self.train_dataset, torch.utils.data.IterableDataset) or not hasattr(
+                self.train_dataset, "__getitem__"
+            ):
+                raise ValueError("dynamic_sampling refills batches by index: it needs a map-style train_dataset, "
+                                 f"got {type(self.train_dataset).__name__}.")
 
     # --- advantages -------------------------------------------------------------------------------------------
 
@@ -145,6 +206,11 @@ class GSM8KGRPOTrainer(GRPOTrainer):
         return rewards_per_func
 
     def _generate_and_score_completions(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        if self.args.dynamic_sampling and self.model.training:
+            return self._generate_with_dynamic_sampling(inputs)
+        return self._generate_and_score_round(inputs)
+
+    def _generate_and_score_round(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
         self._gathered_rewards_per_func = None
         output = super()._generate_and_score_completions(inputs)
         rewards_per_func = self._gathered_rewards_per_func
@@ -177,6 +243,77 @@ class GSM8KGRPOTrainer(GRPOTrainer):
 
         self._log_group_metrics(mode, rewards, rewards_per_func, advantages, num_generations)
         return output
+
+    # --- dynamic sampling ----------------------------------------------------------------------------------------
+
+    def _generate_with_dynamic_sampling(self, inputs: list[dict[str, Any]]) -> dict[str, Any]:
+        """Generate and score rounds of prompts, keeping only the groups with variance on the decision reward, until
+        every process holds a full generation batch of them or max_sampling_rounds is reached.
+
+        Every process runs the same rounds (each decides from the same gathered rewards), so the collectives inside
+        a round always meet. A process that is still short after the last round fills its batch with dropped groups
+        whose completions are masked out of the loss (and of num_items_in_batch): it trains on what it kept.
+        """
+        G = self.num_generations
+        num_processes, rank = self.accelerator.num_processes, self.accelerator.process_index
+        num_local = len(inputs)
+        target = num_local // G
+        column = self.reward_func_names.index(self.args.dynamic_sampling_reward)
+        kept = torch.zeros(num_processes, dtype=torch.long)
+        parts: list[tuple[dict[str, Any], torch.Tensor, bool]] = []  # (round output, local rows, masked out)
+        batch, rounds = inputs, 0
+        while True:
+            rounds += 1
+            output = self._generate_and_score_round(batch)
+            decision = self._gathered_rewards_per_func[:, column].detach().float().cpu()
+            informative = informative_groups(decision, G).view(num_processes, target)
+            take = keep_groups(informative, kept, target)
+            kept += take.sum(dim=1)
+            parts.append((output, _group_rows(take[rank], G), False))
+            if bool((kept >= target).all()) or rounds >= self.args.max_sampling_rounds:
+                break
+            batch = self._refill_batch(num_local)
+        short = target - int(kept[rank])
+        if short > 0:  # the last round's dropped groups keep the batch's shape and teach nothing
+            filler = (~take[rank]).nonzero().flatten()[:short]
+            filler_mask = torch.zeros(target, dtype=torch.bool)
+            filler_mask[filler] = True
+            parts.append((output, _group_rows(filler_mask, G), True))
+
+        merged = _concat_rows(parts, self._tokenizer.pad_token_id)
+        loss_mask = merged["completion_mask"] if "tool_mask" not in merged else merged["completion_mask"] * merged["tool_mask"]
+        merged["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+        metrics = self._metrics["train"]
+        metrics["sampling/rounds"].append(float(rounds))
+        metrics["sampling/groups_generated"].append(float(rounds * num_processes * target))
+        metrics["sampling/groups_kept"].append(float(kept.clamp(max=target).sum()))
+        groups_short = int((target - kept).clamp(min=0).sum())
+        metrics["sampling/groups_short"].append(float(groups_short))
+        if groups_short and not self._warned_short_batch:
+            self._warned_short_batch = True
+            logger.warning(
+                "dynamic sampling: after %d rounds, %d of %d groups of this batch had variance on %s; training on "
+                "them, the rest masked out (sampling/groups_short). Most groups teach nothing: raise "
+                "max_sampling_rounds, num_generations or temperature, or train on easier problems "
+                "(max_solution_steps).", rounds, int(kept.clamp(max=target).sum()), num_processes * target,
+                self.args.dynamic_sampling_reward,
+            )
+        return merged
+
+    def _refill_batch(self, num_local: int) -> list[dict[str, Any]]:
+        """This process's rows of the next refill round: the same global prompts on every process, each repeated
+        num_generations times, laid out process-major like TRL's RepeatSampler."""
+        G, num_processes = self.num_generations, self.accelerator.num_processes
+        count = num_processes * num_local // G
+        state = self.state.stateful_callbacks.setdefault(
+            DYNAMIC_SAMPLING_STATE, {"args": {}, "attributes": {"refill_position": 0}}
+        )  # saved in trainer_state.json with each checkpoint, so a resumed run continues the same sequence
+        position = state["attributes"]["refill_position"]
+        indices = refill_indices(position, count, len(self.train_dataset), self.args.seed, self.shuffle_dataset)
+        state["attributes"]["refill_position"] = position + count
+        rows = [self.train_dataset[i] for i in indices for _ in range(G)]
+        start = self.accelerator.process_index * num_local
+        return rows[start : start + num_local]
 
     def _log_group_metrics(self, mode, rewards, rewards_per_func, advantages, num_generations) -> None:
         metrics = self._metrics[mode]
@@ -262,3 +399,44 @@ class GSM8KGRPOTrainer(GRPOTrainer):
         if self.loss_type == "luspo":
             return masked.sum(-1).mean() / accumulation
         raise ValueError(f"kl_old_coef > 0 does not support loss_type={self.loss_type!r}.")
+
+
+# --- merging the rounds of a dynamically sampled batch -------------------------------------------------------------
+
+# Keys of TRL 1.16's text-only output and how their rows are padded when rounds of different widths are stacked.
+_LEFT_PADDED = ("prompt_ids", "prompt_mask")
+_RIGHT_PADDED = ("completion_ids", "completion_mask", "old_per_token_logps", "ref_per_token_logps", "tool_mask")
+_MASKS = ("completion_mask", "tool_mask")
+
+
+def _group_rows(groups: torch.Tensor, num_generations: int) -> torch.Tensor:
+    """Row indices of the selected groups (a boolean per group; the G rows of a group are consecutive)."""
+    return (groups.nonzero().flatten().unsqueeze(1) * num_generations + torch.arange(num_generations)).flatten()
+
+
+def _concat_rows(parts, pad_token_id: int) -> dict[str, Any]:
+    """Stack the selected rows of each round's output; rows marked masked get completion/tool masks and
+    advantages of 0, so they add nothing to the loss or to its token count."""
+    keys = set(parts[0][0])
+    unknown = keys - set(_LEFT_PADDED) - set(_RIGHT_PADDED) - {"advantages", "num_items_in_batch"}
+    if unknown:
+        raise ValueError(f"dynamic_sampling supports text-only batches; TRL returned {sorted(unknown)} as well.")
+    merged: dict[str, Any] = {}
+    for key in sorted(keys - {"num_items_in_batch"}):
+        pieces = []
+        for output, rows, masked in parts:
+            piece = output[key][rows.to(output[key].device)]
+            if masked and (key in _MASKS or key == "advantages"):
+                piece = torch.zeros_like(piece)
+            pieces.append(piece)
+        if key == "advantages":
+            merged[key] = torch.cat(pieces)
+            continue
+        width = max(p.size(1) for p in pieces)
+        value = pad_token_id if key.endswith("_ids") else (1 if key == "tool_mask" else 0)
+        left = key in _LEFT_PADDED
+        merged[key] = torch.cat([
+            torch.nn.functional.pad(p, (width - p.size(1), 0) if left else (0, width - p.size(1)), value=value)
+            for p in pieces
+        ])
+    return merged

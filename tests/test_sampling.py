@@ -1,0 +1,310 @@
+"""Dynamic sampling: the filter's decisions, refill order, real tiny runs (accumulation, reuse, resume, 2 processes,
+the ZeRO-2 offload launch)."""
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+from datasets import Dataset
+
+from trl_gsm8k.sampling import informative_groups, keep_groups, refill_indices
+from trl_gsm8k.trainer import DYNAMIC_SAMPLING_STATE, GSM8KGRPOConfig, GSM8KGRPOTrainer
+
+ROOT = Path(__file__).resolve().parent.parent
+G = 4
+
+
+def informative_idx(idx: int) -> bool:
+    """The test's ground truth: prompts whose idx is a multiple of 3 get one right completion in G."""
+    return idx % 3 == 0
+
+
+def correctness_reward(completions, idx, **kwargs):
+    """Content-independent; named like the real correctness reward so that it is the default decision reward."""
+    return [1.0 if informative_idx(x) and i % G == 0 else 0.0 for i, x in enumerate(idx)]
+
+
+def never_right(completions, idx, **kwargs):
+    return [0.0] * len(idx)
+
+
+def position_reward(completions, **kwargs):
+    """Variance in every group: what a shaped sum does to all-wrong groups, and what the filter must ignore."""
+    return [float(i % G) for i in range(len(completions))]
+
+
+def make_dataset(n: int = 24) -> Dataset:
+    return Dataset.from_dict({"prompt": [f"What is {i} + 1?" for i in range(n)], "idx": list(range(n))})
+
+
+def make_args(tmp_path, **overrides) -> GSM8KGRPOConfig:
+    kwargs = dict(
+        output_dir=str(tmp_path / "out"), bf16=False, use_cpu=True, report_to="none", max_completion_length=6,
+        num_generations=G, per_device_train_batch_size=2 * G, max_steps=2, logging_steps=1, save_strategy="no",
+        seed=0, dynamic_sampling=True, max_sampling_rounds=4, reward_weights=[1.0, 0.1],
+    )
+    kwargs.update(overrides)
+    return GSM8KGRPOConfig(**kwargs)
+
+
+def record_rounds(trainer) -> list:
+    """Observation only: each generation round's prompt idx and output, and each merged batch."""
+    rounds, merged, round_fn, batch_fn = [], [], trainer._generate_and_score_round, trainer._generate_and_score_completions
+
+    def observed_round(inputs):
+        output = round_fn(inputs)
+        rounds.append(([row["idx"] for row in inputs], output))
+        return output
+
+    def observed_batch(inputs):
+        start = len(rounds)
+        output = batch_fn(inputs)
+        merged.append((rounds[start:], output))
+        return output
+
+    trainer._generate_and_score_round = observed_round
+    trainer._generate_and_score_completions = observed_batch
+    return merged
+
+
+def rows_of(output, key, i) -> list[int]:
+    mask = output["prompt_mask" if key == "prompt_ids" else "completion_mask"][i].bool()
+    return output[key][i][mask].tolist()
+
+
+def expected_selection(rounds, target) -> list[tuple[int, int]]:
+    """(round, row) of the rows a correct filter keeps, derived from the ground truth, not from the trainer."""
+    keep = []
+    for r, (idx, _) in enumerate(rounds):
+        for g in range(len(idx) // G):
+            if len(keep) < target * G and informative_idx(idx[g * G]):
+                keep.extend((r, g * G + k) for k in range(G))
+    return keep
+
+
+# --- pure functions ----------------------------------------------------------------------------------------------
+
+
+def test_keep_groups_fills_each_process_in_order():
+    informative = torch.tensor([[True, True, False, True], [False, False, True, False]])
+    take = keep_groups(informative, torch.tensor([1, 0]), target=2)
+    assert take.tolist() == [[True, False, False, False], [False, False, True, False]]
+    assert not keep_groups(informative, torch.tensor([2, 5]), target=2).any()  # full processes keep nothing more
+    with pytest.raises(ValueError, match="processes"):
+        keep_groups(informative[0], torch.tensor([0]), target=2)
+
+
+def test_informative_groups_judges_gathered_rewards_like_one_process():
+    """A batch split across 2 processes and gathered is judged exactly as the same batch in one process."""
+    torch.manual_seed(0)
+    rewards = (torch.rand(8 * G) < 0.2).float()
+    rewards[5] = float("nan")
+    gathered = torch.cat([rewards[: 4 * G], rewards[4 * G :]])  # process-major, as accelerate gathers
+    one = informative_groups(rewards, G)
+    assert informative_groups(gathered, G).view(2, 4).flatten().tolist() == one.tolist()
+    for g in range(8):
+        group = rewards[g * G : (g + 1) * G]
+        group = group[~group.isnan()]
+        assert one[g].item() == bool(len(group) and (group != group[0]).any())
+
+
+def test_refill_order_is_a_seeded_permutation_per_pass():
+    n = 10
+    first, second = refill_indices(0, n, n, seed=3), refill_indices(n, n, n, seed=3)
+    assert sorted(first) == sorted(second) == list(range(n)) and first != second
+    assert refill_indices(0, 25, n, seed=3) == first + second + refill_indices(20, 5, n, seed=3)
+    assert refill_indices(4, 9, n, seed=3) == (first + second)[4:13]
+    assert refill_indices(0, n, n, seed=4) != first
+    assert refill_indices(7, 5, n, seed=3, shuffle=False) == [7, 8, 9, 0, 1]
+
+
+def _trainer(args, model_dir, reward_funcs=(correctness_reward, position_reward), dataset=None):
+    return GSM8KGRPOTrainer(model=model_dir, reward_funcs=list(reward_funcs), args=args,
+                            train_dataset=dataset if dataset is not None else make_dataset())
+
+
+def test_config_checks(tiny_model_dir, tmp_path):
+    with pytest.raises(ValueError, match="max_sampling_rounds must be >= 1"):
+        make_args(tmp_path, max_sampling_rounds=0)
+    with pytest.raises(ValueError, match="not supported with use_vllm"):
+        make_args(tmp_path, use_vllm=True)
+    args = make_args(tmp_path, dynamic_sampling_reward="steps_reward")
+    with pytest.raises(ValueError, match=r"dynamic_sampling_reward='steps_reward' is not one of the reward functions"):
+        _trainer(args, tiny_model_dir)
+
+
+# --- real tiny runs, one process -----------------------------------------------------------------------------------
+
+
+def check_batches(merged, target):
+    """Each merged generation batch holds exactly the rows a correct filter keeps, in stream order, each with the
+    prompt and completion it was generated with, and nothing else."""
+    for rounds, output in merged:
+        keep = expected_selection(rounds, target)
+        assert len(keep) == target * G, "the test's data must let every batch fill up"
+        assert output["advantages"].shape == (target * G,)
+        for i, (r, row) in enumerate(keep):
+            _, source = rounds[r]
+            for key in ("prompt_ids", "completion_ids"):
+                assert rows_of(output, key, i) == rows_of(source, key, row), (i, key)
+            assert output["advantages"][i] == source["advantages"][row]
+        if not torch.distributed.is_initialized():  # with 2 processes it counts both: checked by the caller
+            assert output["num_items_in_batch"] == output["completion_mask"].sum()
+        assert all(output["advantages"].view(-1, G).abs().sum(1) > 0)  # only groups that teach something
+
+
+def test_filters_on_the_decision_reward_and_refills(tiny_model_dir, tmp_path):
+    args = make_args(tmp_path)
+    trainer = _trainer(args, tiny_model_dir)
+    merged = record_rounds(trainer)
+    trainer.train()
+    assert len(merged) == 2
+    check_batches(merged, target=2)
+    # Round 1 takes the dataloader's prompts; later rounds the refill order, continuing across steps.
+    refills = [idx for rounds, _ in merged for idx, _ in rounds[1:]]
+    stream = [i for idx in refills for i in idx[::G]]
+    assert stream == refill_indices(0, len(stream), 24, seed=0)
+    # position_reward has variance everywhere: filtering on the weighted sum would have kept every group.
+    logs = trainer.state.log_history[0]
+    assert logs["sampling/rounds"] == len(merged[0][0]) > 1
+    assert logs["sampling/groups_generated"] == 2 * len(merged[0][0])
+    assert logs["sampling/groups_kept"] == 2 and logs["sampling/groups_short"] == 0
+    assert trainer.state.stateful_callbacks[DYNAMIC_SAMPLING_STATE]["attributes"]["refill_position"] == len(stream)
+
+
+def test_short_batch_trains_on_what_it_has_and_says_so(tiny_model_dir, tmp_path, caplog):
+    args = make_args(tmp_path, max_steps=1, max_sampling_rounds=3, dynamic_sampling_reward="never_right")
+    trainer = _trainer(args, tiny_model_dir, reward_funcs=(never_right, position_reward))
+    merged = record_rounds(trainer)
+    with caplog.at_level(logging.WARNING, logger="trl_gsm8k.trainer"):
+        trainer.train()
+    (rounds, output), = merged
+    assert len(rounds) == 3
+    assert output["completion_mask"].sum() == 0 and output["num_items_in_batch"] == 0
+    assert torch.all(output["advantages"] == 0)
+    logs = trainer.state.log_history[0]
+    assert logs["sampling/groups_kept"] == 0 and logs["sampling/groups_short"] == 2 and logs["loss"] == 0.0
+    assert "after 3 rounds, 0 of 2 groups" in caplog.text
+
+
+def test_accumulation_steps_per_generation_and_reuse(tiny_model_dir, tmp_path):
+    """Generation batch of 4 groups, split into 2 accumulation steps, each batch used for 2 iterations."""
+    args = make_args(tmp_path, per_device_train_batch_size=2 * G, gradient_accumulation_steps=2,
+                     steps_per_generation=2, num_iterations=2, max_steps=2, max_sampling_rounds=6)
+    trainer = _trainer(args, tiny_model_dir)
+    merged = record_rounds(trainer)
+    trainer.train()
+    assert len(merged) == 1  # 2 optimizer steps × 2 accumulation = 4 micro-steps = one generation reused twice
+    check_batches(merged, target=4)
+    assert [h["step"] for h in trainer.state.log_history if "loss" in h] == [1, 2]
+
+
+def test_resume_continues_the_refill_sequence(tiny_model_dir, tmp_path):
+    full = _trainer(make_args(tmp_path / "a", max_steps=3, save_strategy="steps", save_steps=1), tiny_model_dir)
+    full_merged = record_rounds(full)
+    full.train()
+    checkpoint = tmp_path / "a" / "out" / "checkpoint-1"
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    position = state["stateful_callbacks"][DYNAMIC_SAMPLING_STATE]["attributes"]["refill_position"]
+    assert position == sum(len(rounds) - 1 for rounds, _ in full_merged[:1]) * 2
+
+    resumed = _trainer(make_args(tmp_path / "b", max_steps=3), tiny_model_dir)
+    resumed_merged = record_rounds(resumed)
+    resumed.train(resume_from_checkpoint=str(checkpoint))
+    assert len(resumed_merged) == 2
+
+    def prompts(merged):
+        return [[idx for idx, _ in rounds] for rounds, _ in merged]
+
+    assert prompts(resumed_merged) == prompts(full_merged[1:])
+
+
+# --- two processes, and the README's ZeRO-2 offload launch -------------------------------------------------------
+
+DIST_SCRIPT = textwrap.dedent(
+    """
+    import json, os, sys
+    sys.path.insert(0, sys.argv[3])
+    from test_sampling import correctness_reward, position_reward, make_dataset, record_rounds, check_batches, G
+    from trl_gsm8k.trainer import GSM8KGRPOConfig, GSM8KGRPOTrainer
+
+    model_dir, out_dir, per_device = sys.argv[1], sys.argv[2], int(sys.argv[4])
+    args = GSM8KGRPOConfig(
+        output_dir=os.path.join(out_dir, "run"), bf16=False, use_cpu=True, report_to="none", max_completion_length=6,
+        num_generations=G, per_device_train_batch_size=per_device, max_steps=2, save_strategy="no", seed=0,
+        dynamic_sampling=True, max_sampling_rounds=6, reward_weights=[1.0, 0.1], logging_steps=1,
+    )
+    trainer = GSM8KGRPOTrainer(model=model_dir, reward_funcs=[correctness_reward, position_reward], args=args,
+                               train_dataset=make_dataset())
+    merged = record_rounds(trainer)
+    trainer.train()
+    check_batches(merged, target=per_device // G)  # this process kept exactly its first informative groups
+    rank = trainer.accelerator.process_index
+    batches = [{"rounds": [idx for idx, _ in rounds], "advantages": out["advantages"].tolist(),
+                "tokens": out["completion_mask"].sum().item(), "num_items": out["num_items_in_batch"].item()}
+               for rounds, out in merged]
+    with open(os.path.join(out_dir, f"batches_{trainer.accelerator.num_processes}_{rank}.json"), "w") as f:
+        json.dump({"batches": batches, "log": trainer.state.log_history}, f)
+    """
+)
+
+
+def _torchrun(script, *args, nproc=2):
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc), str(script)]
+    return subprocess.run(cmd + [str(a) for a in args], env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_two_processes(tiny_model_dir, tmp_path):
+    script = tmp_path / "dist_sampling.py"
+    script.write_text(DIST_SCRIPT)
+    tests_dir = Path(__file__).resolve().parent
+    result = _torchrun(script, tiny_model_dir, tmp_path, tests_dir, G)  # one group per process per round
+    assert result.returncode == 0, result.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"batches_2_{r}.json").read_text()) for r in (0, 1)]
+    assert len(ranks[0]["batches"]) == len(ranks[1]["batches"]) == 2
+    refills = []
+    for b0, b1 in zip(ranks[0]["batches"], ranks[1]["batches"]):
+        # Same rounds on both (no collective left waiting): until the later of the two found its first informative
+        # group (each keeps one per batch here).
+        first = [next(r for r, idx in enumerate(b["rounds"]) if informative_idx(idx[0])) + 1 for b in (b0, b1)]
+        assert len(b0["rounds"]) == len(b1["rounds"]) == max(first)
+        assert b0["num_items"] == b1["num_items"] == b0["tokens"] + b1["tokens"]  # the loss's global token count
+        # One global refill stream, laid out process-major: rank 0 takes a round's first prompt, rank 1 the next.
+        refills += [i for idx0, idx1 in zip(b0["rounds"][1:], b1["rounds"][1:]) for i in (idx0[0], idx1[0])]
+    assert refills == refill_indices(0, len(refills), 24, seed=0)
+    log = [h for h in ranks[0]["log"] if "sampling/rounds" in h]
+    assert log and all(h["sampling/groups_kept"] == 2 and h["sampling/groups_short"] == 0 for h in log)
+
+    # Groups that would straddle two processes are refused before any model loads, with the fix named.
+    bad = _torchrun(script, tiny_model_dir, tmp_path / "bad", tests_dir, 2)
+    assert bad.returncode != 0 and "dynamic_sampling needs each process's generation batch to hold whole groups" in bad.stderr
+
+
+def test_zero2_offload_launch(tiny_model_dir, tmp_path):
+    recipe = {
+        "model_name_or_path": tiny_model_dir, "max_train_samples": 16, "num_generations": 2,
+        "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2, "max_completion_length": 8, "max_steps": 2,
+        "bf16": False, "logging_steps": 1, "report_to": "none", "save_strategy": "no", "seed": 7,
+        "activation_checkpointing": False, "reward_funcs": ["correctness", "launch_rewards.char_count_reward"],
+        "dynamic_sampling": True, "dynamic_sampling_reward": "char_count_reward", "max_sampling_rounds": 3,
+    }
+    (tmp_path / "recipe.yaml").write_text(json.dumps(recipe))
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
+           "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    result = subprocess.run([
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/zero2_offload.yaml",
+        "-m", "trl_gsm8k.train", "--config", str(tmp_path / "recipe.yaml"), "--output_dir", str(tmp_path / "run"),
+    ], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    info = json.loads((tmp_path / "run" / "run_info.json").read_text())
+    assert info["zero_stage"] == 2 and info["zero_cpu_offload"] is True
+    logs = [h for h in json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"] if "loss" in h]
+    assert [h["step"] for h in logs] == [1, 2]
+    assert all(h["sampling/rounds"] >= 1 and h["sampling/groups_kept"] >= 1 for h in logs)
