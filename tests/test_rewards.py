@@ -162,3 +162,23 @@ def test_steps_reward_gold_without_annotations_and_unreadable_gold():
         steps_reward(["1 + 1 = 2"])
     with pytest.raises(ValueError, match="1 completions but 2 solutions"):
         steps_reward(["1 + 1 = 2"], answer=["2"], solution=["1 + 1 = 2", "x"])
+
+
+def test_correctness_gives_no_credit_to_a_hedged_or_negated_declaration():
+    completions = ["#### 18 or 19", chat("\\boxed{18, 19}"), "The answer is either 18 or 19.", "The answer is not 18.",
+                   "Answer: 18 to 19", "#### 1.8e1", "#### 1,234 apples", "#### 18. Then 19 more came."]
+    answer = ["18"] * 6 + ["1234", "18"]
+    assert correctness_reward(completions, answer=answer) == [0.0] * 5 + [1.0, 1.0, 1.0]
+    assert correctness_reward_strict(completions, answer=answer) == [0.0] * 5 + [1.0, 1.0, 1.0]
+
+
+def test_correctness_scores_a_batch_in_order_with_unreadable_golds_and_math_verify_mixed():
+    from trl_gsm8k import answers
+
+    requests = answers._worker.requests
+    completions = ["\\boxed{2 \\times 9}", GOOD, "\\boxed{2 \\times 8}", "\\boxed{2 \\times 9}", "So \\boxed{2 \\times 9}"]
+    out = correctness_reward(completions, answer=["18", "#### eighteen", "18", "19", "18"])
+    assert out == [1.0, None, 0.0, 0.0, 1.0]
+    assert answers._worker.requests == requests + 3  # through the worker, each distinct (LaTeX, gold) pair once
+    with pytest.raises(ValueError, match="2 completions but 1 golds"):
+        answers.answers_match_batch(["#### 1", "#### 2"], ["1"])

@@ -19,7 +19,7 @@ from typing import Any
 from .answers import (
     MAX_STEPS,
     Mode,
-    answers_match,
+    answers_match_batch,
     declares_strict_answer_last,
     equation_results,
     extract_gold,
@@ -84,10 +84,14 @@ class CorrectnessReward:
 
     def __call__(self, completions: Sequence[Any], answer: Sequence[Any] | None = None, **kwargs) -> list[float | None]:
         golds = _gold_values(answer, len(completions))
-        return [
-            None if gold is None else float(answers_match(completion_text(c), gold, self.mode))
-            for c, gold in zip(completions, golds)
-        ]
+        known = [i for i, gold in enumerate(golds) if gold is not None]
+        # One batch: math-verify's time is bounded for the whole call (answers.MATH_VERIFY_BATCH_S).
+        matches = answers_match_batch([completion_text(completions[i]) for i in known], [golds[i] for i in known],
+                                      self.mode)
+        rewards: list[float | None] = [None] * len(completions)
+        for i, match in zip(known, matches):
+            rewards[i] = float(match)
+        return rewards
 
     def __repr__(self) -> str:
         return f"CorrectnessReward(mode={self.mode!r})"
