@@ -1,6 +1,7 @@
 """The memory planner: parameter counts, terms, every recipe's verdict, and bad input (one line, exit code 2)."""
 
 import json
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -71,19 +72,21 @@ def test_a_small_gpu_gets_a_verdict_naming_one_change():
     advice = memory.advise(s, run, ZeroSetup(), 8)
     line = memory.verdict(est, advice)
     assert not est.fits and advice is not None and advice[1].fits
-    assert line.startswith("verdict: does not fit in 8 GB") and advice[0] in line
+    assert line.startswith("verdict: does not fit in 8 GB of GPU memory") and advice[0] in line
     assert memory.advise(s, RunSettings(use_peft=True), ZERO2_OFFLOAD, 8) is None
 
 
 # --- the recipes, parsed by trl_gsm8k.train.parse ---
 
-def plan(recipe: str, accelerate: str = "zero2_offload", gpu_gb: float = 8.0, processes: int = 1):
+def plan(recipe: str, accelerate: str = "zero2_offload", gpu_gb: float = 8.0, processes: int = 1,
+         cpu_gb: float = float("inf")):
     training_args, model_args, mixed = memory.parse_recipe(f"recipes/{recipe}.yaml", ["--output_dir", "/tmp/x"])
     config, _ = memory.load_model_config(model_args.model_name_or_path)
     s = ModelShape.from_config(config)
     run = memory.settings_from_args(training_args, model_args, config, mixed)
     zero, _ = memory.read_accelerate_config(f"accelerate_configs/{accelerate}.yaml")
-    return estimate(s, run, zero, gpu_gb, processes), memory.advise(s, run, zero, gpu_gb, processes)
+    return (estimate(s, run, zero, gpu_gb, processes, cpu_gb=cpu_gb),
+            memory.advise(s, run, zero, gpu_gb, processes, cpu_gb=cpu_gb))
 
 
 def test_tutorial_lora_recipe_fits_8gb_with_zero2_offload():
@@ -117,7 +120,8 @@ def test_cpu_demo_recipe_plans():
 
 
 def test_cli_prints_a_table_and_a_verdict(capsys):
-    code = memory.main(["--config", "recipes/r1-distill-qwen-1.5b_full_zero2-offload.yaml", "--gpu-gb", "80"])
+    code = memory.main(["--config", "recipes/r1-distill-qwen-1.5b_full_zero2-offload.yaml", "--gpu-gb", "80",
+                        "--cpu-gb", "128"])
     out = capsys.readouterr().out
     assert code == 0 and "deepspeed buffers" in out and out.strip().splitlines()[-1].startswith("verdict: fits")
 
@@ -170,3 +174,106 @@ def test_unknown_recipe_key_is_one_line(capsys, tmp_path):
     recipe.write_text("model_name_or_path: smollm2-135m-instruct\nnot_a_field: 1\n")
     code, err = run_main(capsys, "--config", str(recipe), "--gpu-gb", "8")
     assert code == 2 and len(err.splitlines()) == 1 and "not_a_field" in err
+
+
+# --- host memory (CPU RAM) ---
+
+P_R1 = 1_777_088_000  # parameters of R1-Distill-Qwen-1.5B (test above)
+
+
+def test_offloaded_host_terms_follow_deepspeeds_buffers():
+    """ZeRO-2 offload, bf16, accumulation 8 (the full recipe), per deepspeed/runtime/zero/stage_1_and_2.py: fp32 master
+    partition + DeepSpeedCPUAdam m, v (12 B), fp32 gradient partition (4 B) + bf16 accumulation buffer (2 B), bf16
+    staging copy of the partition (2 B) + one buffer the size of the largest parameter (the embedding)."""
+    est, _ = plan("r1-distill-qwen-1.5b_full_zero2-offload")
+    embed = 151_936 * 1536
+    assert est.cpu["optimizer"] * GIB == pytest.approx(P_R1 * 12)
+    assert est.cpu["gradients"] * GIB == pytest.approx(P_R1 * (4 + 2))
+    assert est.cpu["zero_buffers"] * GIB == pytest.approx(P_R1 * 2 + embed * 2)
+    assert est.cpu["weights"] * GIB == pytest.approx(P_R1 * 2)  # bf16 checkpoint read / model saved
+    runtime = memory.HOST_RUNTIME_GIB + memory.CUDA_HOST_GIB
+    assert est.host_peak == pytest.approx((P_R1 * 22 + embed * 2) / GIB + runtime)
+    no_accumulation = estimate(shape(R1), replace(RunSettings(use_peft=False), gradient_accumulation=1),
+                               ZERO2_OFFLOAD)
+    assert no_accumulation.cpu["gradients"] * GIB == pytest.approx(P_R1 * 4)
+
+
+def test_processes_on_one_machine_share_its_ram():
+    s, run = shape(R1), RunSettings(use_peft=False)
+    one = estimate(s, run, ZERO2_OFFLOAD, num_processes=1)
+    two = estimate(s, run, ZERO2_OFFLOAD, num_processes=2)
+    # The partitioned states sum to the same total; each further process adds its runtime, its copy of the weights
+    # and its largest-gradient staging buffer (the embedding, in bf16).
+    per_process = one.cpu["overhead"] + one.cpu["weights"] + s.counts()["embed"] * 2 / GIB
+    assert two.host_peak - one.host_peak == pytest.approx(per_process)
+    assert estimate(s, run, ZERO2_OFFLOAD, num_processes=2, processes_per_machine=1).host_peak < two.host_peak / 1.5
+
+
+@pytest.mark.parametrize("cpu_gb", [16, 32])
+def test_full_fine_tune_on_a_desktop_names_host_memory_and_lora(cpu_gb):
+    est, advice = plan("r1-distill-qwen-1.5b_full_zero2-offload", cpu_gb=cpu_gb)
+    # What DeepSpeed offloads for 1.78 B parameters (12 B master + m + v, 4 B fp32 gradient, 2 B accumulation, 2 B
+    # staging per parameter) exceeds either desktop before the runtime and the weights' copy are counted
+    assert est.host_peak > P_R1 * 20 / GIB > cpu_gb
+    assert est.fits_gpu and not est.fits_host and not est.fits
+    line = memory.verdict(est, advice)
+    assert line.startswith(f"verdict: does not fit in {cpu_gb} GB of host memory") and "GPU memory" not in line
+    assert advice is not None and advice[0].startswith("use LoRA") and advice[1].fits and advice[0] in line
+
+
+def test_full_fine_tune_fits_a_64gb_machine():
+    est, advice = plan("r1-distill-qwen-1.5b_full_zero2-offload", cpu_gb=64)
+    assert est.fits and advice is None  # 22 B/param + runtime < 40 GB
+
+
+def test_lora_recipe_fits_a_16gb_desktop():
+    est, _ = plan("r1-distill-qwen-1.5b_lora_zero2-offload", cpu_gb=16)
+    # bf16 weights copy (3.3 GB) + runtime (2 GB) + a few hundred MB of adapter states: under 16
+    assert est.fits and est.host_peak < P_R1 * 2 / GIB + 3
+
+
+def test_gpu_and_host_both_short_are_both_named():
+    est, advice = plan("r1-distill-qwen-1.5b_full_zero2-offload", gpu_gb=6.0, cpu_gb=16)
+    line = memory.verdict(est, advice)
+    assert "6 GB of GPU memory" in line and "16 GB of host memory" in line and "use LoRA" in line
+
+
+def test_cli_judges_host_memory_and_defaults_to_this_machines_ram(capsys):
+    import psutil
+
+    recipe = "recipes/r1-distill-qwen-1.5b_full_zero2-offload.yaml"
+    assert memory.main(["--config", recipe, "--gpu-gb", "8", "--cpu-gb", "16"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("verdict: does not fit in 16 GB of host memory") and "use LoRA" in last
+    assert memory.main(["--config", recipe, "--gpu-gb", "8"]) == 0
+    out = capsys.readouterr().out
+    ram = round(psutil.virtual_memory().total / GIB, 1)
+    assert f"{ram:g} GB of host memory per machine (this machine's RAM" in out
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "lots"])
+def test_cpu_gb_must_be_positive(capsys, value):
+    code, err = run_main(capsys, "--config", "recipes/r1-distill-qwen-1.5b_qlora.yaml", "--gpu-gb", "8",
+                         "--cpu-gb", value)
+    assert code == 2 and err == f"error: --cpu-gb must be a positive number, got {value!r}."
+
+
+def test_readme_states_the_planners_own_figures(capsys):
+    """README's memory-planner figures are what the planner prints for the shipped recipes."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("## Will it fit? Memory planner", 1)[1].split("\n## ", 1)[0]
+    text = " ".join(section.split())
+
+    def printed(recipe, *extra):  # (GPU, host) GB as the verdict line prints them
+        assert memory.main(["--config", f"recipes/{recipe}.yaml", "--gpu-gb", "8", "--cpu-gb", "64", *extra]) == 0
+        line = capsys.readouterr().out.strip().splitlines()[-1]
+        gpu = re.search(r"(?:GPU|peak) about ([0-9.]+) GB", line).group(1)
+        host = re.search(r"host about ([0-9.]+) GB", line)
+        return float(gpu), float(host.group(1)) if host else None
+
+    lora, full = "r1-distill-qwen-1.5b_lora_zero2-offload", "r1-distill-qwen-1.5b_full_zero2-offload"
+    (lora_gpu, lora_cpu), (full_gpu, full_cpu) = printed(lora), printed(full)
+    assert f"LoRA recipe: about {lora_gpu:.1f} GB of GPU and {lora_cpu:.1f} GB of host memory" in text
+    assert f"full fine-tune: about {full_gpu:.1f} GB of GPU but about {full_cpu:.1f} GB of host memory" in text
+    big = (printed(lora, "--reduce-bucket-size", "5e8")[0], printed(full, "--reduce-bucket-size", "5e8")[0])
+    assert f"(`--reduce-bucket-size 5e8`) the planner prints GPU peaks of {big[0]:.1f} and {big[1]:.1f} GB" in text

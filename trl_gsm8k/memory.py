@@ -1,12 +1,12 @@
-"""Will a recipe fit? Peak GPU memory per device, estimated from the model's config alone (no weights).
+"""Will a recipe fit? Peak GPU memory per device and host (CPU) memory per machine, from the model's config alone.
 
-    python -m trl_gsm8k.memory --config recipes/<recipe>.yaml --gpu-gb 8 [--num-processes N]
+    python -m trl_gsm8k.memory --config recipes/<recipe>.yaml --gpu-gb 8 [--cpu-gb 32] [--num-processes N]
         [--accelerate-config accelerate_configs/zero2_offload.yaml] [--model-config DIR] [--prompt-tokens 200]
-        [--any_recipe_field value ...]
+        [--reduce-bucket-size 5e8] [--any_recipe_field value ...]
 
-Prints each term in GB (2^30 bytes, as torch and nvidia-smi count), what DeepSpeed offloads to CPU memory, and a
-one-line verdict naming the single change that saves most when the run does not fit. `estimate()` is the pure
-function behind it. The peak is modelled as
+Prints each term in GB (2^30 bytes, as torch and nvidia-smi count) on the GPU and in host memory, and a one-line
+verdict that judges both (--cpu-gb defaults to this machine's total RAM), names the one that does not fit and the
+single change that saves most. `estimate()` is the pure function behind it. The GPU peak is modelled as
 
     weights + LoRA + optimizer (GPU part) + DeepSpeed buffers
     + max(generation: KV cache, training: gradients + activations + log-prob tiles)
@@ -14,14 +14,21 @@ function behind it. The peak is modelled as
 
 Phases follow TRL 1.16's GRPOTrainer: the whole per-device generation batch is generated in one `generate` call, then
 log-probs are computed per micro-batch through TRL's fused LM head, which never materialises the full
-(tokens x vocabulary) logits: it projects 4096-token x 32768-vocabulary tiles. Measured against a real step:
-benchmarks/memory.md.
+(tokens x vocabulary) logits: it projects 4096-token x 32768-vocabulary tiles.
+
+Host memory per process: the runtime (Python, torch, CUDA's host side), one host copy of the weights (read from the
+checkpoint before they move to the GPU; serialised again when the model is saved) and, with DeepSpeed's optimizer
+offload, the pinned buffers of deepspeed/runtime/zero/stage_1_and_2.py (fp32 master partition, fp32 gradient
+partition, a 16-bit staging copy of the partition, a 16-bit per-parameter accumulation buffer when
+gradient_accumulation_steps > 1) plus DeepSpeedCPUAdam's fp32 m and v. Processes on one machine share its RAM.
+Measured against real steps: benchmarks/memory.md.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import socket
 import sys
@@ -37,6 +44,11 @@ FRAGMENTATION = 0.10  # caching-allocator slack over what is allocated (reserved
 # GSM8K train + the default system prompt, Qwen tokenizer with chat markup: median 118, p95 163, p99 190, max 274
 # tokens. TRL left-pads a generation batch to its longest prompt, so 200 covers nearly every batch.
 DEFAULT_PROMPT_TOKENS = 200
+# Host memory of one training process before any weights: Python with torch, transformers, TRL, DeepSpeed, datasets
+# and this package imported, measured at 0.46 GB RSS (benchmarks/memory.md). On a GPU machine CUDA's host side (driver,
+# cuBLAS/cuDNN images) adds 1.1-1.7 GB in public reports (pytorch/pytorch#106511, #113326): 1.5 assumed, unmeasured.
+HOST_RUNTIME_GIB = 0.5
+CUDA_HOST_GIB = 1.5
 DS_REDUCE_BUCKET_SIZE = 5e8  # DeepSpeed's default when the JSON does not set zero_optimization.reduce_bucket_size
 DS3_PREFETCH_BUCKET_SIZE = 5e7
 TRL_TOKEN_TILE, TRL_VOCAB_TILE = 4096, 32768  # trl.kernels.chunked_logprob / trl.trainer.utils (trl 1.16)
@@ -174,7 +186,8 @@ def _training(gradients: float, activations: float, logits: float, accumulation:
 
 @dataclass(frozen=True)
 class MemoryEstimate:
-    """GB (2^30 bytes) on each GPU per term; `cpu` holds what is offloaded to CPU memory per process."""
+    """GB (2^30 bytes) on each GPU per term; `cpu` holds the host memory of one process by term (the same names;
+    `overhead` is the runtime); `processes_per_machine` of them share `cpu_gb`."""
 
     weights: float
     lora: float
@@ -190,10 +203,29 @@ class MemoryEstimate:
     notes: dict[str, str] = field(default_factory=dict)
 
     gradient_accumulation: int = 8
+    cpu_gb: float = math.inf
+    processes_per_machine: int = 1
 
     @property
     def training(self) -> float:
         return _training(self.gradients, self.activations, self.logits, self.gradient_accumulation)
+
+    @property
+    def host_per_process(self) -> float:
+        return sum(self.cpu.values())
+
+    @property
+    def host_peak(self) -> float:
+        """Host memory of all this run's processes on one machine."""
+        return self.processes_per_machine * self.host_per_process
+
+    @property
+    def fits_gpu(self) -> bool:
+        return self.peak <= self.gpu_gb
+
+    @property
+    def fits_host(self) -> bool:
+        return self.host_peak <= self.cpu_gb
 
     @property
     def peak(self) -> float:
@@ -202,13 +234,15 @@ class MemoryEstimate:
 
     @property
     def fits(self) -> bool:
-        return self.peak <= self.gpu_gb
+        return self.fits_gpu and self.fits_host
 
 
 def estimate(shape: ModelShape, run: RunSettings, zero: ZeroSetup = ZeroSetup(), gpu_gb: float = 8.0,
-             num_processes: int = 1, device: str = "cuda") -> MemoryEstimate:
-    """Peak memory per device of one GRPO run. `device="cpu"` drops the CUDA terms (context, fragmentation) and
-    models TRL's CPU log-prob path, for comparison with a measured CPU step.
+             num_processes: int = 1, device: str = "cuda", cpu_gb: float = math.inf,
+             processes_per_machine: int | None = None) -> MemoryEstimate:
+    """Peak memory per device of one GRPO run, and its host memory. `device="cpu"` drops the CUDA terms (context,
+    fragmentation, the host copy of weights that stay on the CPU) and models TRL's CPU log-prob path, for comparison
+    with a measured CPU step. `processes_per_machine` (default: all `num_processes`) share `cpu_gb`.
 
     >>> s = ModelShape(hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16, intermediate=128, vocab=1000, tied=True)
     >>> e = estimate(s, RunSettings(), gpu_gb=1.0)
@@ -238,8 +272,16 @@ def estimate(shape: ModelShape, run: RunSettings, zero: ZeroSetup = ZeroSetup(),
     if run.reference_model and not run.use_peft:
         notes["weights"] += " + frozen reference copy (beta > 0)"
     weights = full_weights / n if zero.stage == 3 else full_weights
+    # Host copy: from_pretrained reads the checkpoint into host memory before the weights move to the GPU, and
+    # save_model serialises them back through it (with the offloaded states present). Quantized models load
+    # straight to the GPU (device_map); ZeRO-3 with zero3_init_flag partitions them as they load.
+    if device == "cuda" and not (run.load_in_4bit or run.load_in_8bit):
+        loaded = shape.params * run.dtype_bytes * (2 if run.reference_model and not run.use_peft else 1)
+        cpu["weights"] = loaded / n if zero.stage == 3 else loaded
+        notes["cpu:weights"] = "one copy of the weights: the checkpoint as read, the model as saved"
     if zero.stage == 3 and zero.offload_params:
-        cpu["weights"], weights = weights, 0.0
+        cpu["weights"] = cpu.get("weights", 0.0) + weights
+        weights = 0.0
 
     # trainable parameters: PEFT keeps adapters in fp32 unless DeepSpeed casts them or the base is quantized
     lora_n = shape.lora_params(run.lora_r, run.lora_targets) if run.use_peft else 0
@@ -261,17 +303,30 @@ def estimate(shape: ModelShape, run: RunSettings, zero: ZeroSetup = ZeroSetup(),
         optimizer = trainable * states
         notes["optimizer"] = f"AdamW m+v ({states:g} B/param)"
     else:
-        states = 12 if mixed else 8  # fp32 m + v, plus the fp32 master copy under mixed precision
+        # fp32 m + v, plus the fp32 master partition: ZeRO-1/2 clone it whatever the weights' dtype (stage_1_and_2.py,
+        # single_partition_of_fp32_groups); ZeRO-3 keeps the fp32 weights as the master under mixed precision only
+        states = 12 if (mixed or zero.stage < 3) else 8
         optimizer = trainable * states / n
-        notes["optimizer"] = f"Adam m+v fp32{' + fp32 master' if mixed else ''} ({states} B/param) / {n} processes"
+        master = " + fp32 master" if states == 12 else ""
+        notes["optimizer"] = f"Adam m+v fp32{master} ({states} B/param) / {n} processes"
         if zero.stage == 1:
             gradients = trainable * weight_bytes + (0 if zero.offload_optimizer else trainable * 4 / n)
         else:  # stage 2/3: partitioned; offloaded gradients go to CPU, one parameter's grad is whole at a time
             gradients = (0 if zero.offload_optimizer else trainable * (weight_bytes + 4) / n) + largest * weight_bytes
         if zero.offload_optimizer:
             cpu["optimizer"], optimizer = optimizer, 0.0
-            cpu["gradients"] = trainable * 4 / n
             notes["optimizer"] += ", offloaded to CPU"
+            # stage_1_and_2.py: the fp32 gradient partition, and (accumulation only) a per-parameter buffer in the
+            # weights' dtype that carries earlier micro-batches' gradients (accumulated_grads_in_cpu)
+            cpu["gradients"] = trainable * 4 / n
+            if run.gradient_accumulation > 1:
+                cpu["gradients"] += trainable * weight_bytes / n
+            if zero.stage < 3:  # the partition's 16-bit staging copy and the largest gradient's staging buffer
+                cpu["zero_buffers"] = trainable * weight_bytes / n + largest * weight_bytes
+                notes["cpu:zero_buffers"] = f"{weight_bytes:g} B/param copy of the partition + largest-gradient buffer"
+            notes["cpu:optimizer"] = f"pinned fp32 master + DeepSpeedCPUAdam m, v ({states} B/param) / {n}"
+            notes["cpu:gradients"] = "fp32 gradient partition" + (
+                f" + {weight_bytes:g} B/param accumulation buffer" if run.gradient_accumulation > 1 else "")
 
     notes["gradients"] = "of the trainable parameters" + (", reduced to CPU" if ds and zero.offload_optimizer else "")
 
@@ -334,6 +389,9 @@ def estimate(shape: ModelShape, run: RunSettings, zero: ZeroSetup = ZeroSetup(),
         notes["overhead"] = f"CUDA context {CUDA_CONTEXT_GIB} GB + {FRAGMENTATION:.0%} allocator fragmentation"
     else:
         overhead = 0.0
+    cpu["overhead"] = (HOST_RUNTIME_GIB + (CUDA_HOST_GIB if device == "cuda" else 0.0)) * GIB
+    notes["cpu:overhead"] = f"runtime: imports {HOST_RUNTIME_GIB} GB" + (
+        f" + CUDA host side {CUDA_HOST_GIB} GB" if device == "cuda" else "")
 
     def g(x: float) -> float:
         return x / GIB
@@ -342,55 +400,92 @@ def estimate(shape: ModelShape, run: RunSettings, zero: ZeroSetup = ZeroSetup(),
         weights=g(weights), lora=g(lora), gradients=g(gradients), optimizer=g(optimizer),
         zero_buffers=g(zero_buffers), activations=g(activations), logits=g(logits), kv_cache=g(kv_cache),
         overhead=g(overhead), gpu_gb=gpu_gb, cpu={k: g(v) for k, v in cpu.items()}, notes=notes,
-        gradient_accumulation=run.gradient_accumulation,
+        gradient_accumulation=run.gradient_accumulation, cpu_gb=cpu_gb,
+        processes_per_machine=n if processes_per_machine is None else processes_per_machine,
     )
 
 
 def advise(shape: ModelShape, run: RunSettings, zero: ZeroSetup, gpu_gb: float, num_processes: int = 1,
-           device: str = "cuda") -> tuple[str, MemoryEstimate] | None:
-    """The single change that saves most, preferring changes after which the run fits; None when it fits."""
-    base = estimate(shape, run, zero, gpu_gb, num_processes, device)
+           device: str = "cuda", cpu_gb: float = math.inf,
+           processes_per_machine: int | None = None) -> tuple[str, MemoryEstimate] | None:
+    """The single change that saves most, preferring changes after which the run fits on the GPU and in host
+    memory; None when it fits."""
+    machines = 1 if processes_per_machine is None else -(-num_processes // processes_per_machine)
+
+    def plan(r: RunSettings, z: ZeroSetup, processes: int = num_processes) -> MemoryEstimate:
+        return estimate(shape, r, z, gpu_gb, processes, device, cpu_gb, -(-processes // machines))
+
+    base = plan(run, zero)
     if base.fits:
         return None
-    candidates: list[tuple[str, RunSettings, ZeroSetup]] = []
+    candidates: list[tuple[str, RunSettings, ZeroSetup, int]] = []
+    n = num_processes
     if not run.activation_checkpointing:
-        candidates.append(("enable activation_checkpointing", replace(run, activation_checkpointing=True), zero))
+        candidates.append(("enable activation_checkpointing", replace(run, activation_checkpointing=True), zero, n))
     if not run.use_peft:
-        candidates.append(("use LoRA (use_peft: true, lora_r: 16 on q/k/v/o)", replace(run, use_peft=True), zero))
+        candidates.append(("use LoRA (use_peft: true, lora_r: 16 on q/k/v/o)", replace(run, use_peft=True), zero, n))
     elif not run.load_in_4bit:
         candidates.append(("use load_in_4bit (QLoRA; one GPU without DeepSpeed: accelerate_configs/single.yaml)",
-                           replace(run, load_in_4bit=True, nested_quant=True), ZeroSetup()))
+                           replace(run, load_in_4bit=True, nested_quant=True), ZeroSetup(), n))
     if base.optimizer > 0.05:
         candidates.append(("offload the optimizer to CPU (accelerate_configs/zero2_offload.yaml)", run,
-                           ZeroSetup(stage=2, offload_optimizer=True, overlap_comm=True)))
+                           ZeroSetup(stage=2, offload_optimizer=True, overlap_comm=True), n))
+    if zero.offload_optimizer and not base.fits_host:
+        # the optimizer back on the GPUs, sharded by ZeRO-3 (accelerate_configs/zero3.yaml: DeepSpeed's default
+        # buckets) across the fewest GPUs that hold it
+        stage3 = ZeroSetup(stage=3, overlap_comm=True)
+        for k in (n, 2 * n, 4 * n, 8 * n, 16 * n):
+            if plan(run, stage3, k).fits or k == 16 * n:
+                candidates.append((f"keep the optimizer on the GPUs with ZeRO-3 across {k} GPUs "
+                                   f"(accelerate_configs/zero3.yaml, num_processes {k})", run, stage3, k))
+                break
     if base.zero_buffers > 0.25:
         candidates.append(("set zero_optimization.reduce_bucket_size to 5e7 in the DeepSpeed JSON", run,
-                           replace(zero, reduce_bucket_size=5e7)))
+                           replace(zero, reduce_bucket_size=5e7), n))
     if run.micro_batch > 1:
         candidates.append(("lower per_device_train_batch_size to 1 (raise gradient_accumulation_steps to keep "
-                           "the batch)", replace(run, micro_batch=1), zero))
+                           "the batch)", replace(run, micro_batch=1), zero, n))
     for length in range(run.completion_tokens - 32, 31, -32):
         shorter = replace(run, completion_tokens=length)
-        if estimate(shape, shorter, zero, gpu_gb, num_processes, device).fits:
-            candidates.append((f"lower max_completion_length to {length}", shorter, zero))
+        if plan(shorter, zero).fits:
+            candidates.append((f"lower max_completion_length to {length}", shorter, zero, n))
             break
     if not candidates:
         return None
-    scored = [(label, estimate(shape, r, z, gpu_gb, num_processes, device)) for label, r, z in candidates]
-    return min(scored, key=lambda item: (not item[1].fits, item[1].peak))
+    scored = [(label, plan(r, z, k)) for label, r, z, k in candidates]
+
+    def shortfall(e: MemoryEstimate) -> float:  # how far over each budget, relative to it
+        return max(0.0, e.peak - e.gpu_gb) / e.gpu_gb + max(0.0, e.host_peak - e.cpu_gb) / e.cpu_gb
+
+    # Prefer changes that fit, then those that need no more GPUs; saves most = least of what is short now (host
+    # memory when that is short, else GPU memory).
+    saved = (lambda e: e.host_peak) if not base.fits_host else (lambda e: e.peak)
+    more_gpus = {label: k > num_processes for label, _, _, k in candidates}
+    return min(scored, key=lambda item: (not item[1].fits, shortfall(item[1]), more_gpus[item[0]], saved(item[1])))
+
+
+def _budgets(est: MemoryEstimate) -> str:
+    host = f"host about {est.host_peak:.1f} GB" + ("" if math.isinf(est.cpu_gb) else f" of {est.cpu_gb:g}")
+    return f"GPU about {est.peak:.1f} GB of {est.gpu_gb:g} per device, {host}"
 
 
 def verdict(est: MemoryEstimate, advice: tuple[str, MemoryEstimate] | None) -> str:
     if est.fits:
-        spare = est.gpu_gb - est.peak
-        return f"verdict: fits in {est.gpu_gb:g} GB: peak about {est.peak:.1f} GB ({spare:.1f} GB spare)."
-    line = f"verdict: does not fit in {est.gpu_gb:g} GB: peak about {est.peak:.1f} GB."
+        return f"verdict: fits: {_budgets(est)} ({est.gpu_gb - est.peak:.1f} GB GPU spare)."
+    short = []
+    if not est.fits_gpu:
+        short.append(f"{est.gpu_gb:g} GB of GPU memory (peak about {est.peak:.1f} GB per device)")
+    if not est.fits_host:
+        short.append(f"{est.cpu_gb:g} GB of host memory (about {est.host_peak:.1f} GB of CPU RAM for "
+                     f"{est.processes_per_machine} process(es))")
+    line = f"verdict: does not fit in {' nor in '.join(short)}."
     if advice is None:
-        return line + " No single change of the recipe helps: use a larger GPU or more processes with ZeRO-3."
+        more = "a larger GPU or more processes with ZeRO-3" if not est.fits_gpu else "a machine with more RAM"
+        return line + f" No single change of the recipe helps: use {more}."
     label, after = advice
     if after.fits:
-        return line + f" The change that saves most: {label} (peak about {after.peak:.1f} GB)."
-    return line + f" No single change is enough; the one that saves most: {label} (peak about {after.peak:.1f} GB)."
+        return line + f" The change that saves most: {label} ({_budgets(after)})."
+    return line + f" No single change is enough; the one that saves most: {label} ({_budgets(after)})."
 
 
 def format_table(est: MemoryEstimate) -> str:
@@ -398,11 +493,15 @@ def format_table(est: MemoryEstimate) -> str:
     rows = [f"{'term':<20}{'GPU GB':>8}{'CPU GB':>8}  {'phase':<11}what"]
     for term in TERMS:
         cpu = est.cpu.get(term)
+        what = "; ".join(w for w in (est.notes.get(term, ""), est.notes.get(f"cpu:{term}", "")) if w)
         rows.append(f"{names.get(term, term):<20}{getattr(est, term):>8.2f}{'' if cpu is None else f'{cpu:.2f}':>8}"
-                    f"  {PHASE.get(term, 'always'):<11}{est.notes.get(term, '')}")
-    cpu_total = f"{sum(est.cpu.values()):.2f}" if est.cpu else ""
-    rows.append(f"{'peak':<20}{est.peak:>8.2f}{cpu_total:>8}  {'':<11}"
-                f"static + max(generation {est.kv_cache:.2f}, training {est.training:.2f}) + overhead")
+                    f"  {PHASE.get(term, 'always'):<11}{what}")
+    rows.append(f"{'peak':<20}{est.peak:>8.2f}{est.host_per_process:>8.2f}  {'':<11}"
+                f"GPU: static + max(generation {est.kv_cache:.2f}, training {est.training:.2f}) + overhead; "
+                f"CPU: per process")
+    budget = "" if math.isinf(est.cpu_gb) else f" of {est.cpu_gb:g} GB"
+    rows.append(f"host memory: {est.processes_per_machine} process(es) on this machine x "
+                f"{est.host_per_process:.2f} GB = {est.host_peak:.2f} GB{budget}")
     return "\n".join(rows)
 
 
@@ -466,6 +565,23 @@ def _read_json(path: Path) -> dict:
     if not isinstance(data, dict):
         raise PlannerError(f"{path} is not a JSON object.")
     return data
+
+
+def machines_of(path: str) -> int:
+    """``num_machines`` of an accelerate YAML (1 when absent): its processes are spread over that many hosts."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise PlannerError(f"Cannot read the accelerate config {path}: {exc}") from None
+    return max(1, int(data.get("num_machines") or 1))
+
+
+def this_machine_ram_gb() -> float:
+    import psutil  # installed with accelerate
+
+    return round(psutil.virtual_memory().total / GIB, 1)
 
 
 def read_accelerate_config(path: str) -> tuple[ZeroSetup, int]:
@@ -586,25 +702,33 @@ def _positive(value: str, flag: str) -> float:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m trl_gsm8k.memory",
-        description="Estimate a recipe's peak GPU memory per device without downloading weights.",
+        description="Estimate a recipe's peak GPU memory per device and host memory per machine without "
+                    "downloading weights.",
         epilog="Other --flags override recipe fields, as with trl_gsm8k.train.")
     parser.add_argument("--config", required=True, help="recipe YAML")
     parser.add_argument("--gpu-gb", required=True, help="GPU memory per device, GB (2^30 bytes)")
+    parser.add_argument("--cpu-gb", help="host memory (RAM) per machine, GB (default: this machine's total)")
     parser.add_argument("--num-processes", help="processes (GPUs); default: the accelerate config's")
     parser.add_argument("--accelerate-config", default="accelerate_configs/zero2_offload.yaml")
     parser.add_argument("--model-config", help="directory holding the model's config.json")
+    parser.add_argument("--reduce-bucket-size", help="DeepSpeed zero_optimization.reduce_bucket_size to plan with "
+                        f"(default: the DeepSpeed JSON's, else DeepSpeed's {DS_REDUCE_BUCKET_SIZE:.0e})")
     parser.add_argument("--prompt-tokens", default=str(DEFAULT_PROMPT_TOKENS),
                         help=f"longest prompt of a generation batch, tokens (default {DEFAULT_PROMPT_TOKENS})")
     args, overrides = parser.parse_known_args(argv)
     try:
         gpu_gb = _positive(args.gpu_gb, "--gpu-gb")
+        cpu_gb = this_machine_ram_gb() if args.cpu_gb is None else _positive(args.cpu_gb, "--cpu-gb")
         prompt_tokens = int(_positive(args.prompt_tokens, "--prompt-tokens"))
         zero, processes = read_accelerate_config(args.accelerate_config)
+        if args.reduce_bucket_size is not None:
+            zero = replace(zero, reduce_bucket_size=_positive(args.reduce_bucket_size, "--reduce-bucket-size"))
         if args.num_processes is not None:
             processes = _positive(args.num_processes, "--num-processes")
             if processes != int(processes):
                 raise PlannerError(f"--num-processes must be a whole number, got {args.num_processes!r}.")
         processes = int(processes)
+        per_machine = -(-processes // machines_of(args.accelerate_config))
         if not Path(args.config).is_file():
             raise PlannerError(f"recipe not found: {args.config}")
         training_args, model_args, mixed = parse_recipe(args.config, overrides)
@@ -616,8 +740,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if run.load_in_4bit and zero.stage > 0:
             raise PlannerError(f"{args.config} loads 4-bit weights, which DeepSpeed ZeRO cannot shard: use "
                                "--accelerate-config accelerate_configs/single.yaml (or ddp.yaml).")
-        est = estimate(shape, run, zero, gpu_gb, processes)
-        advice = advise(shape, run, zero, gpu_gb, processes)
+        est = estimate(shape, run, zero, gpu_gb, processes, cpu_gb=cpu_gb, processes_per_machine=per_machine)
+        advice = advise(shape, run, zero, gpu_gb, processes, cpu_gb=cpu_gb, processes_per_machine=per_machine)
     except PlannerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -626,7 +750,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{args.config}: {model_args.model_name_or_path} (config: {source}), {shape.params / 1e9:.2f} B params"
           f"{trainable}\n{processes} process(es), {args.accelerate_config}: {zero.describe()}; "
           f"{'bf16/fp16' if mixed else 'fp32'}; prompt {run.prompt_tokens} + completion {run.completion_tokens} "
-          f"tokens, micro-batch {run.micro_batch}, generation batch {run.generation_batch}\n")
+          f"tokens, micro-batch {run.micro_batch}, generation batch {run.generation_batch}\n"
+          f"budgets: {gpu_gb:g} GB per GPU, {cpu_gb:g} GB of host memory per machine"
+          f"{' (this machine' + chr(39) + 's RAM; --cpu-gb to plan for another)' if args.cpu_gb is None else ''}\n")
     print(format_table(est))
     if getattr(training_args, "use_vllm", False):
         print("note: use_vllm is on; vLLM's own memory (vllm_gpu_memory_utilization) is not modelled.")
