@@ -36,13 +36,29 @@ sys.path.insert(0, str(ROOT))
 RECIPE = ROOT / "recipes" / "smollm2-135m_cpu_demo.yaml"
 ARMS = {"plain": "plain TRL `GRPOTrainer`", "ours": "`GSM8KGRPOTrainer`",
         "ours_steps": "`GSM8KGRPOTrainer` + `steps` reward",
-        "ours_easy": "`GSM8KGRPOTrainer` + `steps` reward, problems of ≤ 2 steps"}
+        "ours_easy": "`GSM8KGRPOTrainer` + `steps` reward, problems of ≤ 2 steps",
+        "dyn": "`GSM8KGRPOTrainer` + dynamic sampling",
+        "dyn_easy": "`GSM8KGRPOTrainer` + dynamic sampling, problems of ≤ 2 steps",
+        "dyn_easy_g16": "`GSM8KGRPOTrainer` + dynamic sampling, ≤ 2 steps, group 16",
+        "dyn_easy_4p": "`GSM8KGRPOTrainer` + dynamic sampling, ≤ 2 steps, 4 prompts per round"}
 WITH_STEPS = {"reward_funcs": ["correctness", "format", "steps"], "reward_weights": [1.0, 0.5, 0.5]}
-RECIPE_CHANGES = {"ours_steps": WITH_STEPS, "ours_easy": {**WITH_STEPS, "max_solution_steps": 2}}
+DYNAMIC = {"dynamic_sampling": True, "max_sampling_rounds": 4}
+RECIPE_CHANGES = {
+    "ours_steps": WITH_STEPS, "ours_easy": {**WITH_STEPS, "max_solution_steps": 2},
+    "dyn": DYNAMIC, "dyn_easy": {**DYNAMIC, "max_solution_steps": 2},
+    "dyn_easy_g16": {**DYNAMIC, "max_solution_steps": 2, "num_generations": 16, "per_device_train_batch_size": 16},
+    "dyn_easy_4p": {**DYNAMIC, "max_solution_steps": 2, "per_device_train_batch_size": 32},
+}
 """What an arm changes in the recipe."""
+INFORMATIVE = "bench/informative_groups"
+"""Groups with variance on correctness that reached the loss (cumulative; logged by the benchmark, not the trainer)."""
+GENERATED_CORRECT = "bench/correct_completions"
+"""Correct completions sampled in training (cumulative)."""
 DECLARE = "rewards/format_reward/mean"
 CORRECT = "rewards/correctness_reward/mean"
 GOAL_DECLARE = 0.80
+EASY_EVAL_STEPS = 2
+"""Held-out subset for a 135M model: the 456 test problems whose gold has at most this many calculation results."""
 READING = "## Reading (by hand)"
 
 
@@ -70,6 +86,10 @@ def train_arm(arm: str, out: Path, budget_s: float, model: str | None) -> None:
     dataset = load_gsm8k("train", recipe["dataset_source"], "chat", recipe["system_prompt"],
                          max_solution_steps=recipe.get("max_solution_steps"))
 
+    counter = CorrectnessCounter(resolve_reward_funcs(["correctness"])[0], recipe["num_generations"])
+    reward_funcs = [counter if name == "correctness" else func
+                    for name, func in zip(recipe["reward_funcs"], resolve_reward_funcs(recipe["reward_funcs"]))]
+
     class Clock(TrainerCallback):
         """Every log line with its wall-clock time; stops after the first step that ends past the budget."""
 
@@ -81,7 +101,11 @@ def train_arm(arm: str, out: Path, budget_s: float, model: str | None) -> None:
             self.t0 = time.perf_counter()
 
         def on_log(self, args, state, control, logs=None, **k):
+            kept = (logs or {}).get("sampling/groups_kept")  # dynamic sampling: only kept groups reach the loss
+            counter.informative_total += counter.informative_pending if kept is None else kept
+            counter.informative_pending = 0
             self.log.write(json.dumps({"step": state.global_step, "wall_s": time.perf_counter() - self.t0,
+                                       INFORMATIVE: counter.informative_total, GENERATED_CORRECT: counter.correct,
                                        **(logs or {})}) + "\n")
             self.log.flush()
 
@@ -92,7 +116,7 @@ def train_arm(arm: str, out: Path, budget_s: float, model: str | None) -> None:
 
     set_seed(args.seed)
     trainer = trainer_cls(model=model or resolve_model_path(recipe["model_name_or_path"]),
-                          reward_funcs=resolve_reward_funcs(recipe["reward_funcs"]), args=args,
+                          reward_funcs=reward_funcs, args=args,
                           train_dataset=dataset, callbacks=[Clock()])
     trainer.train()
     trainer.save_model(str(out / "model"))
@@ -100,20 +124,42 @@ def train_arm(arm: str, out: Path, budget_s: float, model: str | None) -> None:
                                                "trainer": trainer_cls.__name__}) + "\n")
 
 
+class CorrectnessCounter:
+    """The correctness reward, unchanged, counting what it scores: correct completions, and groups (G consecutive
+    completions of one prompt, TRL's layout in one process) with variance on it."""
+
+    def __init__(self, reward, num_generations: int) -> None:
+        self.reward, self.num_generations = reward, num_generations
+        self.__name__ = reward.__name__
+        self.correct = self.informative_pending = self.informative_total = 0
+
+    def __call__(self, completions, **kwargs):
+        scores = self.reward(completions, **kwargs)
+        self.correct += sum(s == 1 for s in scores)
+        for start in range(0, len(scores), self.num_generations):
+            group = {s for s in scores[start:start + self.num_generations] if s is not None}
+            self.informative_pending += len(group) > 1
+        return scores
+
+
 # --- phases ------------------------------------------------------------------------------------------------------
 
 
-def evaluate(model: str, out: Path, limit: int) -> dict:
+def evaluate(model: str, out: Path, limit: int | None, max_solution_steps: int | None = None) -> dict:
     from trl_gsm8k import evaluate as ev
 
-    result = out / "eval.json"
+    result = out / ("eval.json" if max_solution_steps is None else f"eval_steps{max_solution_steps}.json")
     if not result.is_file():
         out.mkdir(parents=True, exist_ok=True)
-        ev.main(["--model", model, "--split", "test", "--limit", str(limit), "--max-new-tokens", "256",
-                 "--batch-size", "32", "--threads", str(os.cpu_count() or 1), "--recipe", str(RECIPE),
-                 "--output", str(result)])
+        subset = ["--limit", str(limit)] if max_solution_steps is None else [
+            "--max-solution-steps", str(max_solution_steps)]
+        if ev.main(["--model", model, "--split", "test", *subset, "--max-new-tokens", "256",
+                    "--batch-size", "32", "--threads", str(os.cpu_count() or 1), "--recipe", str(RECIPE),
+                    "--output", str(result)]):
+            raise SystemExit(f"evaluation of {model} failed (its error is above)")
     summary = json.loads(result.read_text())["summary"]
-    items = [json.loads(line) for line in result.with_suffix(".jsonl").read_text().splitlines()][:limit]
+    items = [json.loads(line) for line in result.with_suffix(".jsonl").read_text().splitlines()]
+    items = items[:limit] if max_solution_steps is None else items
     strict = [a for item in items for a in item["extracted"]["strict"]]
     return {**summary, "strict_declare_rate": sum(a is not None for a in strict) / len(strict)}
 
@@ -171,7 +217,8 @@ def plot(logs: dict[str, list[dict]], budget_min: float, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
-    for (arm, log), colour in zip(logs.items(), ("tab:gray", "tab:blue", "tab:green", "tab:purple")):
+    for (arm, log), colour in zip(logs.items(), ("tab:gray", "tab:blue", "tab:green", "tab:purple", "tab:orange",
+                                                 "tab:red", "tab:brown", "tab:olive")):
         rows = step_rows(log)
         minutes = [r["wall_s"] / 60 for r in rows]
         for ax, key in zip(axes, (DECLARE, CORRECT)):
@@ -193,7 +240,8 @@ def plot(logs: dict[str, list[dict]], budget_min: float, path: Path) -> None:
 
 
 def report(logs: dict[str, list[dict]], before: dict, after: dict[str, dict], budget_min: float, limit: int,
-           command: str, machine: str, started: str, image: str) -> str:
+           command: str, machine: str, started: str, image: str, easy_before: dict | None = None,
+           easy_after: dict[str, dict] | None = None) -> str:
     import yaml
 
     group = yaml.safe_load(RECIPE.read_text())["num_generations"]
@@ -211,15 +259,17 @@ def report(logs: dict[str, list[dict]], before: dict, after: dict[str, dict], bu
             f"| {ARMS[arm]} | {len(rows)} | {rows[-1]['wall_s'] / len(rows):.1f} | "
             + " | ".join(fmt(v) for v in window_means(rows, DECLARE, win, budget_min))
             + f" | {'never' if hit is None else f'{hit:.1f} min'} | {correct:.0f} of {len(rows) * group} |")
-    evals = ["| model | strict pass@1 | 95 % interval | flexible pass@1 | declare rate | `#### N` declared | "
-             "truncated | mean length |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, s in [("untrained", before)] + [(f"after {ARMS[a]}", after[a]) for a in after]:
-        n, k = s["num_items"], round(s["strict_pass@1"] * s["num_items"])
-        lo, hi = wilson(k, n)
-        evals.append(f"| {name} | **{100 * s['strict_pass@1']:.1f} %** ({k}/{n}) | {100 * lo:.1f}–{100 * hi:.1f} % | "
-                     f"{100 * s['flexible_pass@1']:.1f} % | {100 * s['declare_rate']:.1f} % | "
-                     f"{100 * s['strict_declare_rate']:.1f} % | {100 * s['truncated_rate']:.1f} % | "
-                     f"{s['mean_completion_tokens']:.0f} |")
+    evals = eval_rows([("untrained", before)] + [(f"after {ARMS[a]}", after[a]) for a in after])
+    signal = signal_table(logs) if all(INFORMATIVE in step_rows(log)[0] for log in logs.values()) else []
+    easy_evals = []
+    if easy_after:
+        easy_evals = [f"## Held-out accuracy: the {easy_before['num_items']} GSM8K test problems of ≤ "
+                      f"{EASY_EVAL_STEPS} calculation steps", "",
+                      "The same evaluation on every test problem whose gold solution has at most "
+                      f"{EASY_EVAL_STEPS} distinct calculation results (`--max-solution-steps {EASY_EVAL_STEPS}`): "
+                      "more sensitive for a 135M model than the full test.", "",
+                      *eval_rows([("untrained", easy_before)] + [(f"after {ARMS[a]}", easy_after[a]) for a in easy_after]),
+                      ""]
     easy = "ours_easy" in logs
     easy_order = " (the `≤ 2 steps` arm: its subset's)" if easy else ""
     easy_data = ("; the `≤ 2 steps` arm also trains only on the 2,734 train problems whose gold solution has at "
@@ -237,11 +287,47 @@ def report(logs: dict[str, list[dict]], before: dict, after: dict[str, dict], bu
         "declare rate = `rewards/format_reward/mean`, the share of a step's 8 completions ending `#### <number>`; "
         "mean over the steps that ended in each 5-minute window.", "", *lines, "",
         f"![declare rate and training accuracy over wall-clock time]({image})", "",
+        *signal,
         f"## Held-out accuracy: GSM8K test, first {limit} problems", "",
         "`python -m trl_gsm8k.evaluate --split test --limit "
         f"{limit} --max-new-tokens 256 --recipe recipes/smollm2-135m_cpu_demo.yaml` (greedy, the training prompt "
-        "with its worked example), before training and after each trainer's run.", "", *evals, "",
+        "with its worked example), before training and after each trainer's run.", "", *evals, "", *easy_evals,
     ])
+
+
+def eval_rows(named: list[tuple[str, dict]]) -> list[str]:
+    rows = ["| model | strict pass@1 | 95 % interval | flexible pass@1 | declare rate | `#### N` declared | "
+            "truncated | mean length |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, s in named:
+        n, k = s["num_items"], round(s["strict_pass@1"] * s["num_items"])
+        lo, hi = wilson(k, n)
+        rows.append(f"| {name} | **{100 * s['strict_pass@1']:.1f} %** ({k}/{n}) | {100 * lo:.1f}–{100 * hi:.1f} % | "
+                    f"{100 * s['flexible_pass@1']:.1f} % | {100 * s['declare_rate']:.1f} % | "
+                    f"{100 * s['strict_declare_rate']:.1f} % | {100 * s['truncated_rate']:.1f} % | "
+                    f"{s['mean_completion_tokens']:.0f} |")
+    return rows
+
+
+def signal_table(logs: dict[str, list[dict]]) -> list[str]:
+    """Learning signal per hour: groups with correctness variance that reached the loss, correct completions
+    sampled; ratios to the first arm (plain TRL when it ran)."""
+    rates = {}
+    for arm, log in logs.items():
+        rows = step_rows(log)
+        hours = rows[-1]["wall_s"] / 3600
+        rates[arm] = (rows[-1][INFORMATIVE], rows[-1][GENERATED_CORRECT], hours)
+    anchor = next(iter(rates))
+    a_inf, a_cor, a_h = rates[anchor]
+    ratio = lambda x, h, ax, ah: "–" if not ax else f"{(x / h) / (ax / ah):.1f}×"  # noqa: E731
+    lines = ["## Learning signal", "",
+             "Groups with variance on correctness that reached the loss (with dynamic sampling: the kept groups) and "
+             f"correct completions sampled in training, per hour of wall-clock; ratio to {ARMS[anchor]}.", "",
+             "| trainer | informative groups | per hour | ratio | correct completions | per hour | ratio |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for arm, (inf, cor, h) in rates.items():
+        lines.append(f"| {ARMS[arm]} | {inf} | {inf / h:.1f} | {ratio(inf, h, a_inf, a_h)} | {cor} | {cor / h:.1f} | "
+                     f"{ratio(cor, h, a_cor, a_h)} |")
+    return lines + [""]
 
 
 def machine() -> str:
@@ -262,6 +348,8 @@ def main() -> None:
     parser.add_argument("--report", default=str(ROOT / "benchmarks" / "learning_cpu.md"))
     parser.add_argument("--arms", default="plain,ours", help=f"comma-separated, run in this order: {', '.join(ARMS)}")
     parser.add_argument("--model", help="another model directory (a quick check of this script on a tiny model)")
+    parser.add_argument("--easy-eval", action="store_true",
+                        help=f"also evaluate on every test problem of <= {EASY_EVAL_STEPS} calculation steps")
     parser.add_argument("--train-arm", choices=tuple(ARMS), help=argparse.SUPPRESS)
     parser.add_argument("--budget-s", type=float, help=argparse.SUPPRESS)
     a = parser.parse_args()
@@ -280,16 +368,20 @@ def main() -> None:
         parser.error(f"unknown arms {sorted(unknown)}: choose from {', '.join(ARMS)}")
     logs = {arm: train(arm, out / arm, a.budget_min * 60, a.model) for arm in arms}
     after = {arm: evaluate(str(out / arm / "model"), out / arm, a.eval_limit) for arm in arms}
+    easy_before = easy_after = None
+    if a.easy_eval:
+        easy_before = evaluate(base, out / "before", None, EASY_EVAL_STEPS)
+        easy_after = {arm: evaluate(str(out / arm / "model"), out / arm, None, EASY_EVAL_STEPS) for arm in arms}
     report_path = Path(a.report)
     plot(logs, a.budget_min, report_path.with_suffix(".png"))
     command = "python benchmarks/learning_cpu.py" + " ".join(
         [""] + [f"--{k.replace('_', '-')} {v}" for k, v in (("budget_min", a.budget_min), ("eval_limit", a.eval_limit),
                                                                  ("arms", a.arms), ("out", a.out), ("report", a.report))
-                if v != parser.get_default(k)])
+                if v != parser.get_default(k)] + (["--easy-eval"] if a.easy_eval else []))
     # A hand-written reading of the figures below this heading survives a rerun of the report.
     kept = report_path.read_text().partition(READING)[2] if report_path.is_file() else ""
     text = report(logs, before, after, a.budget_min, a.eval_limit, command, machine(), started,
-                  report_path.with_suffix(".png").name)
+                  report_path.with_suffix(".png").name, easy_before, easy_after)
     report_path.write_text(text + (f"\n{READING}{kept}" if kept else ""))
     print(report_path.read_text())
 

@@ -255,3 +255,16 @@ def test_recipe_and_system_prompt_together_is_refused(tiny_model_dir, tmp_path, 
     with pytest.raises(SystemExit):
         ev.parse_args(["--model", tiny_model_dir, "--recipe", str(tmp_path / "missing.yaml"), "--system-prompt", "x"])
     assert "not both" in capsys.readouterr().err
+
+
+def test_max_solution_steps_evaluates_the_easy_subset(tiny_model_dir, tmp_path):
+    from trl_gsm8k.answers import gold_steps
+    from trl_gsm8k.data import read_rows
+
+    easy = [row for row in read_rows("test") if len(gold_steps(row["answer"].rsplit("####", 1)[0])) <= 1]
+    assert len(easy) == 71  # the count in ../shared/NOTES.md and the evaluator's help
+    out = tmp_path / "eval.json"
+    assert main(["--model", tiny_model_dir, "--max-solution-steps", "1", "--limit", "3", "--output", str(out), *FAST]) == 0
+    items = _jsonl(tmp_path / "eval.jsonl")
+    assert [it["gold"] for it in items] == [row["answer"].rsplit("#### ", 1)[1].replace(",", "") for row in easy[:3]]
+    assert json.loads(out.read_text())["settings"]["max_solution_steps"] == 1

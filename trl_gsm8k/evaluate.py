@@ -48,7 +48,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .answers import answers_match, extract_answer, extract_gold, strip_annotations
+from .answers import answers_match, extract_answer, extract_gold, gold_steps, strip_annotations
 from .data import BUNDLED, read_rows
 
 logger = logging.getLogger("trl_gsm8k.evaluate")
@@ -392,7 +392,7 @@ class VLLMGenerator:
 # --- the run -----------------------------------------------------------------------------------------------------
 
 SETTINGS_KEYS = ("model", "split", "prompt", "data_source", "num_samples", "temperature", "max_new_tokens", "seed",
-                 "backend", "dtype", "num_fewshot", "system_prompt")
+                 "backend", "dtype", "num_fewshot", "system_prompt", "max_solution_steps")
 """What must match for a JSONL to be resumed (--limit and --batch-size may change)."""
 
 
@@ -402,6 +402,8 @@ def settings_of(args: argparse.Namespace) -> dict:
         del settings["num_fewshot"]  # no meaning for the chat prompt
     if args.system_prompt is None or args.prompt == "lm-eval-fewshot":
         del settings["system_prompt"]  # the default prompt: ids of runs made before this option stay valid
+    if args.max_solution_steps is None:
+        del settings["max_solution_steps"]  # all items: ids of runs made before this option stay valid
     return settings
 
 
@@ -438,6 +440,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="Hub id, model dir, LoRA adapter / training output dir, or smollm2-135m-instruct")
     parser.add_argument("--split", choices=("test", "train"), default="test")
     parser.add_argument("--limit", type=int, help="evaluate the first N items only")
+    parser.add_argument("--max-solution-steps", type=int,
+                        help="only the items whose gold solution has at most N distinct calculation results "
+                        "(as training's max_solution_steps; test: 71 items of 1 step, 456 of <= 2)")
     parser.add_argument("--num-samples", type=int, default=1, help="K samples per question (maj@K, pass@K)")
     parser.add_argument("--temperature", type=float,
                         help="sampling temperature (default: greedy when K=1, 1.0 when K>1; 0 means greedy)")
@@ -467,7 +472,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         if args.system_prompt is not None:
             parser.error("give --system-prompt or --recipe, not both")
         args.system_prompt = _recipe_system_prompt(parser, args.recipe)
-    for name in ("limit", "num_samples", "batch_size", "max_new_tokens", "threads", "num_fewshot"):
+    for name in ("limit", "num_samples", "batch_size", "max_new_tokens", "threads", "num_fewshot", "max_solution_steps"):
         value = getattr(args, name)
         if value is not None and value < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1, got {value}")
@@ -517,7 +522,10 @@ def run(args: argparse.Namespace) -> dict:
     sid = settings_id(settings)
 
     try:
-        rows = read_rows(args.split, args.data_source)[:args.limit]
+        rows = read_rows(args.split, args.data_source)
+        if args.max_solution_steps is not None:
+            rows = [row for row in rows if len(gold_steps(row["answer"].rsplit("####", 1)[0])) <= args.max_solution_steps]
+        rows = rows[:args.limit]
     except (ValueError, FileNotFoundError) as exc:
         raise EvalError(_first_line(exc)) from None
     if not rows:
