@@ -13,6 +13,17 @@ worked-example system prompt), ``max_steps`` lifted and a wall-clock budget inst
 3. the same evaluation of each trained model;
 4. the report: declare rate and training accuracy over wall-clock minutes for both (one plot), held-out before/after.
 
+Dynamic sampling (the ``dyn*`` arms): a settings study at a short budget, then the chosen arm against plain TRL::
+
+    python benchmarks/learning_cpu.py --budget-min 10 --arms plain,dyn,dyn_easy,dyn_easy_g16,dyn_easy_4p \
+        --out benchmarks/out/study --report benchmarks/learning_cpu_study.md
+    python benchmarks/learning_cpu.py --budget-min 60 --arms plain,ARM --easy-eval \
+        --out benchmarks/out/learning_cpu_dynamic --report benchmarks/learning_cpu_dynamic.md
+
+The report then also counts, per hour, the groups with variance on correctness that reached the loss and the correct
+completions sampled (``CorrectnessCounter`` wraps the correctness reward; with dynamic sampling the kept groups come
+from ``sampling/groups_kept``), and ``--easy-eval`` adds the held-out test problems of ≤ 2 calculation steps.
+
 Every phase skips what is already on disk under ``--out`` (delete a phase's folder to redo it), so an interrupted
 run continues where it stopped. Both trainers run without DeepSpeed (one process, torch AdamW): the comparison is
 of the trainers, and the launch path is benchmarked in ``benchmarks/demo.md``.
@@ -54,6 +65,8 @@ INFORMATIVE = "bench/informative_groups"
 """Groups with variance on correctness that reached the loss (cumulative; logged by the benchmark, not the trainer)."""
 GENERATED_CORRECT = "bench/correct_completions"
 """Correct completions sampled in training (cumulative)."""
+GENERATED = "bench/completions"
+"""Completions sampled in training (cumulative)."""
 DECLARE = "rewards/format_reward/mean"
 CORRECT = "rewards/correctness_reward/mean"
 GOAL_DECLARE = 0.80
@@ -105,7 +118,8 @@ def train_arm(arm: str, out: Path, budget_s: float, model: str | None) -> None:
             counter.informative_total += counter.informative_pending if kept is None else kept
             counter.informative_pending = 0
             self.log.write(json.dumps({"step": state.global_step, "wall_s": time.perf_counter() - self.t0,
-                                       INFORMATIVE: counter.informative_total, GENERATED_CORRECT: counter.correct,
+                                       INFORMATIVE: int(counter.informative_total), GENERATED_CORRECT: counter.correct,
+                                       GENERATED: counter.scored,
                                        **(logs or {})}) + "\n")
             self.log.flush()
 
@@ -131,11 +145,12 @@ class CorrectnessCounter:
     def __init__(self, reward, num_generations: int) -> None:
         self.reward, self.num_generations = reward, num_generations
         self.__name__ = reward.__name__
-        self.correct = self.informative_pending = self.informative_total = 0
+        self.correct = self.scored = self.informative_pending = self.informative_total = 0
 
     def __call__(self, completions, **kwargs):
         scores = self.reward(completions, **kwargs)
         self.correct += sum(s == 1 for s in scores)
+        self.scored += len(scores)
         for start in range(0, len(scores), self.num_generations):
             group = {s for s in scores[start:start + self.num_generations] if s is not None}
             self.informative_pending += len(group) > 1
@@ -255,10 +270,13 @@ def report(logs: dict[str, list[dict]], before: dict, after: dict[str, dict], bu
         rows = step_rows(log)
         hit = first_time_above(rows, DECLARE, GOAL_DECLARE)
         correct = sum(r[CORRECT] for r in rows) * group
+        sampled = len(rows) * group
+        if GENERATED in rows[-1]:  # counted by the benchmark: right with refill rounds and several prompts per step
+            correct, sampled = rows[-1][GENERATED_CORRECT], rows[-1][GENERATED]
         lines.append(
             f"| {ARMS[arm]} | {len(rows)} | {rows[-1]['wall_s'] / len(rows):.1f} | "
             + " | ".join(fmt(v) for v in window_means(rows, DECLARE, win, budget_min))
-            + f" | {'never' if hit is None else f'{hit:.1f} min'} | {correct:.0f} of {len(rows) * group} |")
+            + f" | {'never' if hit is None else f'{hit:.1f} min'} | {correct:.0f} of {sampled} |")
     evals = eval_rows([("untrained", before)] + [(f"after {ARMS[a]}", after[a]) for a in after])
     signal = signal_table(logs) if all(INFORMATIVE in step_rows(log)[0] for log in logs.values()) else []
     easy_evals = []
@@ -285,7 +303,10 @@ def report(logs: dict[str, list[dict]], before: dict, after: dict[str, dict], bu
         f"the gold solution's intermediate results{easy_data}), settings of `recipes/smollm2-135m_cpu_demo.yaml` "
         "(full fine-tune, lr 1e-5, group 8, one prompt per step, 128 completion tokens, temperature 1.0, worked-example system prompt); "
         "declare rate = `rewards/format_reward/mean`, the share of a step's 8 completions ending `#### <number>`; "
-        "mean over the steps that ended in each 5-minute window.", "", *lines, "",
+        "mean over the steps that ended in each 5-minute window."
+        + "".join(f" {ARMS[a]} changes the recipe: `{json.dumps(RECIPE_CHANGES[a])}`." for a in logs
+                  if a.startswith("dyn")),
+        "", *lines, "",
         f"![declare rate and training accuracy over wall-clock time]({image})", "",
         *signal,
         f"## Held-out accuracy: GSM8K test, first {limit} problems", "",
