@@ -2,6 +2,8 @@
 
 import gzip
 import json
+import subprocess
+import sys
 import threading
 import time
 from fractions import Fraction
@@ -191,6 +193,19 @@ def test_pathological_inputs_return_quickly_from_a_worker_thread():
     assert not worker.is_alive(), "scoring pathological completions off the main thread took over 30 s"
     assert results == [False] * len(PATHOLOGICAL)
     assert time.perf_counter() - start < 30
+
+
+def test_words_after_a_number_cost_linear_time():
+    # Unit words and connectors are matched after every number read; a regex that backtracks into a run of letters
+    # takes hours on these (cubic in its length). A regex holds the GIL, so the guard is a process, not a thread.
+    code = (
+        "from trl_gsm8k.answers import parse_number\n"
+        "texts = ['18 ' + 'a' * 20_000 + '!', '18 ' + 'or ' * 20_000 + 'x', '18, ' + ', ' * 20_000,"
+        " '18 ' + 'or maybe ' * 5_000]\n"
+        "assert [parse_number(t) for t in texts] == [18] * 4\n"
+    )
+    # Milliseconds when linear, plus the interpreter's start; the rest is room for a loaded CI machine.
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=30, cwd=Path(__file__).parent.parent)
 
 
 @pytest.mark.parametrize("gold", ["no number here", "#### ", "#### eighteen", None, "", "#### " + "9" * 5000])

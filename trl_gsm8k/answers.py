@@ -73,10 +73,11 @@ _ALLOWED_AFTER_NUMBER = re.compile(r"$|[A-Za-z%.,;:!?()\[\]'\"]")
 _SENTENCE_END_RE = re.compile(r"[.;!?](?=\s|$)")
 _ANNOTATION_RE = re.compile(r"<<[^<>]*>>")
 # A declaration of more than one number: after a number (and up to three unit words; one before a comma), a
-# connector, a few filler words or a variable ("or x ="), then another number. "-" and "/" are not connectors: after
+# connector, a few filler words or a variable ("or x ="), then another number. A unit word ends where its letters do
+# (no backtracking into it: a long run of letters costs linear time). "-" and "/" are not connectors: after
 # a declared number they already make it unreadable, and inside \boxed{} they are arithmetic.
 _ANOTHER_NUMBER_RE = re.compile(
-    r"\s*(?:(?:[A-Za-z%]+\s*)?[,;]|(?:[A-Za-z%]+\s*){0,3}?[(\[]?\s*"
+    r"\s*(?:(?:[A-Za-z%]+\s*)?[,;]|(?:[A-Za-z%]+(?![A-Za-z%])\s*){0,3}?[(\[]?\s*"
     r"(?:\\?&|\||~|–|—|±|\+/-|\\pm|\\mp"
     r"|(?<![A-Za-z])(?:and/or|or|and|to|through|thru|till|until|vs\.?|versus|nor|plus\s+or\s+minus)(?![A-Za-z])))"
     r"\s*(?:(?<![A-Za-z])(?:maybe|perhaps|possibly|probably|either|even|else|rather|also|actually|alternatively|just"
