@@ -48,7 +48,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Sequence
 
-from .answers import answers_match, extract_answer, extract_gold, gold_steps, strip_annotations
+from .answers import answers_match_batch, extract_answer, extract_gold, gold_steps, strip_annotations
 from .data import BUNDLED, read_rows
 
 logger = logging.getLogger("trl_gsm8k.evaluate")
@@ -183,8 +183,8 @@ def score_item(
     for mode in ("strict", "flexible"):
         answers = [extract_answer(c, mode) for c in completions]
         record["extracted"][mode] = [None if a is None else str(a) for a in answers]
-        # answers_match also settles boxed LaTeX that the fast parser leaves to math-verify.
-        record["correct"][mode] = [answers_match(c, gold, mode) for c in completions]
+        # Also settles boxed LaTeX that the fast parser leaves to math-verify, within the batch bound per item.
+        record["correct"][mode] = answers_match_batch(completions, [gold] * len(completions), mode)
         lm = [lm_eval_extract(c, mode) for c in completions]
         record["lm_eval"]["extracted"][mode] = lm
         record["lm_eval"]["correct"][mode] = [lm_eval_correct(a, gold) for a in lm]
