@@ -16,7 +16,7 @@ worked-example system prompt), ``max_steps`` lifted and a wall-clock budget inst
 Dynamic sampling (the ``dyn*`` arms): a settings study at a short budget, then the chosen arm against plain TRL::
 
     python benchmarks/learning_cpu.py --budget-min 10 --arms plain,dyn,dyn_easy,dyn_easy_g16,dyn_easy_4p \
-        --out benchmarks/out/study --report benchmarks/learning_cpu_study.md
+        --skip-eval --out benchmarks/out/study --report benchmarks/learning_cpu_study.md
     python benchmarks/learning_cpu.py --budget-min 60 --arms plain,ARM --easy-eval \
         --out benchmarks/out/learning_cpu_dynamic --report benchmarks/learning_cpu_dynamic.md
 
@@ -277,7 +277,12 @@ def report(logs: dict[str, list[dict]], before: dict, after: dict[str, dict], bu
             f"| {ARMS[arm]} | {len(rows)} | {rows[-1]['wall_s'] / len(rows):.1f} | "
             + " | ".join(fmt(v) for v in window_means(rows, DECLARE, win, budget_min))
             + f" | {'never' if hit is None else f'{hit:.1f} min'} | {correct:.0f} of {sampled} |")
-    evals = eval_rows([("untrained", before)] + [(f"after {ARMS[a]}", after[a]) for a in after])
+    evals = [] if before is None else [
+        f"## Held-out accuracy: GSM8K test, first {limit} problems", "",
+        "`python -m trl_gsm8k.evaluate --split test --limit "
+        f"{limit} --max-new-tokens 256 --recipe recipes/smollm2-135m_cpu_demo.yaml` (greedy, the training prompt "
+        "with its worked example), before training and after each trainer's run.", "",
+        *eval_rows([("untrained", before)] + [(f"after {ARMS[a]}", after[a]) for a in after]), ""]
     signal = signal_table(logs) if all(INFORMATIVE in step_rows(log)[0] for log in logs.values()) else []
     easy_evals = []
     if easy_after:
@@ -308,11 +313,7 @@ def report(logs: dict[str, list[dict]], before: dict, after: dict[str, dict], bu
                   if a.startswith("dyn")),
         "", *lines, "",
         f"![declare rate and training accuracy over wall-clock time]({image})", "",
-        *signal,
-        f"## Held-out accuracy: GSM8K test, first {limit} problems", "",
-        "`python -m trl_gsm8k.evaluate --split test --limit "
-        f"{limit} --max-new-tokens 256 --recipe recipes/smollm2-135m_cpu_demo.yaml` (greedy, the training prompt "
-        "with its worked example), before training and after each trainer's run.", "", *evals, "", *easy_evals,
+        *signal, *evals, *easy_evals,
     ])
 
 
@@ -369,6 +370,8 @@ def main() -> None:
     parser.add_argument("--report", default=str(ROOT / "benchmarks" / "learning_cpu.md"))
     parser.add_argument("--arms", default="plain,ours", help=f"comma-separated, run in this order: {', '.join(ARMS)}")
     parser.add_argument("--model", help="another model directory (a quick check of this script on a tiny model)")
+    parser.add_argument("--skip-eval", action="store_true",
+                        help="train and report the learning signal only (a settings study)")
     parser.add_argument("--easy-eval", action="store_true",
                         help=f"also evaluate on every test problem of <= {EASY_EVAL_STEPS} calculation steps")
     parser.add_argument("--train-arm", choices=tuple(ARMS), help=argparse.SUPPRESS)
@@ -383,14 +386,14 @@ def main() -> None:
         (out / "started.txt").write_text(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     started = (out / "started.txt").read_text()
     base = a.model or "smollm2-135m-instruct"
-    before = evaluate(base, out / "before", a.eval_limit)
+    before = None if a.skip_eval else evaluate(base, out / "before", a.eval_limit)
     arms = a.arms.split(",")
     if unknown := set(arms) - set(ARMS):
         parser.error(f"unknown arms {sorted(unknown)}: choose from {', '.join(ARMS)}")
     logs = {arm: train(arm, out / arm, a.budget_min * 60, a.model) for arm in arms}
-    after = {arm: evaluate(str(out / arm / "model"), out / arm, a.eval_limit) for arm in arms}
+    after = {} if a.skip_eval else {arm: evaluate(str(out / arm / "model"), out / arm, a.eval_limit) for arm in arms}
     easy_before = easy_after = None
-    if a.easy_eval:
+    if a.easy_eval and not a.skip_eval:
         easy_before = evaluate(base, out / "before", None, EASY_EVAL_STEPS)
         easy_after = {arm: evaluate(str(out / arm / "model"), out / arm, None, EASY_EVAL_STEPS) for arm in arms}
     report_path = Path(a.report)
@@ -398,7 +401,8 @@ def main() -> None:
     command = "python benchmarks/learning_cpu.py" + " ".join(
         [""] + [f"--{k.replace('_', '-')} {v}" for k, v in (("budget_min", a.budget_min), ("eval_limit", a.eval_limit),
                                                                  ("arms", a.arms), ("out", a.out), ("report", a.report))
-                if v != parser.get_default(k)] + (["--easy-eval"] if a.easy_eval else []))
+                if v != parser.get_default(k)] + [f"--{flag}" for flag in ("easy-eval", "skip-eval")
+                                                   if getattr(a, flag.replace("-", "_"))])
     # A hand-written reading of the figures below this heading survives a rerun of the report.
     kept = report_path.read_text().partition(READING)[2] if report_path.is_file() else ""
     text = report(logs, before, after, a.budget_min, a.eval_limit, command, machine(), started,
