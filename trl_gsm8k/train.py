@@ -30,9 +30,8 @@ from .checks import (
     resolve_reward_funcs,
 )
 from .data import BUNDLED, SYSTEM_PROMPT, load_gsm8k
-from .doctor import Doctor
 from .models import resolve_model_path
-from .trainer import GSM8KGRPOConfig
+from .trainer import GSM8KGRPOConfig, GSM8KGRPOTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -62,11 +61,6 @@ class GSM8KScriptArguments:
         metadata={"help": "Short names (correctness, correctness_strict, format, length, shaped, steps) or dotted "
                   "import paths; weighted by reward_weights."},
     )
-    doctor: bool = field(
-        default=True,
-        metadata={"help": "Watch the logged metrics and warn once per problem found (truncation, zero-variance "
-                  "groups, format reward stuck at 0, ...), with the fix (trl_gsm8k.doctor)."},
-    )
 
 
 def _bytes_per_param(model_args) -> float:
@@ -77,14 +71,12 @@ def _bytes_per_param(model_args) -> float:
     return 2.0 if model_args.dtype in ("bfloat16", "float16") else 4.0
 
 
-def build_trainer(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOConfig, model_args) -> GSM8KGRPOTrainer:
-    """The recipe's trainer (model, dataset, rewards, tokenizer), after every check that needs no weights. Training
-    and `trl_gsm8k.probe` both start here."""
+def main(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOConfig, model_args) -> str:
+    """Train; returns the output directory."""
     import torch
     from transformers import AutoTokenizer, set_seed
+    from transformers.trainer_utils import get_last_checkpoint
     from trl import get_peft_config, get_quantization_config
-
-    from .trainer import GSM8KGRPOTrainer
 
     # --- checks that need no weights ---
     check_distributed_environment(training_args.gradient_accumulation_steps)
@@ -120,7 +112,7 @@ def build_trainer(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOCon
         "trust_remote_code": training_args.trust_remote_code,
         **(training_args.model_init_kwargs or {}),
     }
-    trainer = GSM8KGRPOTrainer(
+    trainer = _CLITrainer(
         model=model_path,
         reward_funcs=reward_funcs,
         args=training_args,
@@ -129,29 +121,25 @@ def build_trainer(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOCon
         peft_config=get_peft_config(model_args),
         quantization_config=get_quantization_config(model_args),
     )
-    return trainer
 
-
-def main(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOConfig, model_args) -> str:
-    """Train; returns the output directory."""
-    from transformers.trainer_utils import get_last_checkpoint
-
-    trainer = build_trainer(script_args, training_args, model_args)
-    doctor = Doctor(trainer) if script_args.doctor else None
-    if doctor is not None:
-        trainer.add_callback(doctor)
     resume = training_args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "latest", "last"):
         resume = get_last_checkpoint(training_args.output_dir) or None
-    stop = StopOnInterrupt()
+    stop = StopOnInterrupt(trainer, resumed_from=resume)
     trainer.add_callback(stop)
-    try:
-        with stop.installed():
+    with stop.installed():
+        try:
             result = trainer.train(resume_from_checkpoint=resume)
-    except KeyboardInterrupt:  # the second Ctrl-C: stop now, the last complete checkpoint stays usable
-        _exit_interrupted(trainer, training_args.output_dir)
-    if stop.requested:
-        _exit_interrupted(trainer, training_args.output_dir)
+        except TrainingInterrupted:  # Ctrl-C aborted a step: the state is the last completed step's
+            pass
+        except KeyboardInterrupt:  # a second Ctrl-C (or the launcher's SIGTERM for it): stop without saving
+            _exit_interrupted(trainer, stop, saved=False)
+        if stop.requested:
+            try:
+                saved = stop.save()
+            except KeyboardInterrupt:  # during the save: the half-written copy was never visible, and is gone
+                saved = False
+            _exit_interrupted(trainer, stop, saved=saved)
 
     # --- outputs ---
     trainer.save_model(training_args.output_dir)
@@ -159,55 +147,254 @@ def main(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOConfig, mode
     trainer.save_metrics("train", result.metrics)
     trainer.save_state()
     if trainer.accelerator.is_main_process:
-        _write_run_info(trainer, training_args.output_dir, doctor)
+        _write_run_info(trainer, training_args.output_dir)
         _write_curves(training_args.output_dir)
-        trainer.accelerator.print(_summary(training_args.output_dir, model_args.use_peft, doctor))
+        trainer.accelerator.print(_summary(training_args.output_dir, model_args.use_peft))
     return training_args.output_dir
 
 
-class StopOnInterrupt(TrainerCallback):
-    """First Ctrl-C: finish the current step, save a checkpoint, stop. Second Ctrl-C: stop at once.
+class TrainingInterrupted(BaseException):
+    """Raised by the Ctrl-C handler to abandon the step in progress (a BaseException: no `except Exception` in TRL,
+    transformers or a reward function swallows it)."""
 
-    Stopping between steps never leaves a half-written checkpoint behind.
+
+class StopOnInterrupt(TrainerCallback):
+    """Ctrl-C saves the last completed step and stops; a second Ctrl-C stops without saving.
+
+    `accelerate launch` with DeepSpeed runs the worker under torch's elastic agent, which forwards Ctrl-C to it as
+    SIGINT and SIGKILLs it TORCH_ELASTIC_SHUTDOWN_TIMEOUT seconds later (default 30); a second Ctrl-C reaches the
+    worker as SIGTERM. A GRPO step (mostly generation) can outlast that grace period, so in a single process the step
+    in progress is abandoned at once: its work is lost, but parameters, optimizer and scheduler change only in the
+    update at its end, so the state is exactly the last completed step's, RNG included (restored from the step's
+    end). A Ctrl-C that lands in the update (engine or optimizer step, up to the next step's start) lets it finish
+    first. With several processes no rank abandons a step (its peers could be waiting in a collective): the ranks
+    agree at each step's end and all stop after the same step.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, trainer, resumed_from: str | None = None) -> None:
+        self.trainer = trainer
         self.requested = False
+        self.last_checkpoint = resumed_from  # the latest complete checkpoint: the resumed one, then this run's
+        self._checkpoint_step: int | None = None
+        self._completed: tuple[int, dict] | None = None  # (global_step, RNG states) at the last step's end
+        self._in_update = False
+        self._single = trainer.accelerator.num_processes == 1
 
     @contextlib.contextmanager
     def installed(self):
         if threading.current_thread() is not threading.main_thread():
             yield
             return
-        previous = signal.signal(signal.SIGINT, self._on_sigint)
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+        signal.signal(signal.SIGINT, self._on_sigint)
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
     def _on_sigint(self, signum, frame) -> None:
         self.requested = True
+        # the next one (SIGINT, or the SIGTERM the elastic agent sends on a second Ctrl-C) stops without saving
         signal.signal(signal.SIGINT, signal.default_int_handler)
-        print("\nCtrl-C: stopping after this step and saving a checkpoint (Ctrl-C again to stop now).", flush=True)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
+        done = self.completed_step
+        abort = self._single and not self._in_update
+        if abort:
+            what = ("no step is complete yet: nothing to save" if done is None
+                    else f"step {done} is saved already" if done == self._checkpoint_step else f"saving step {done}")
+            message = f"Ctrl-C: abandoning the step in progress, {what}"
+        else:
+            message = "Ctrl-C: saving at the end of this step"
+        # os.write: a print here could land inside another print on this thread (reentrant write)
+        os.write(sys.stderr.fileno(), f"\n{message} (Ctrl-C again: stop without saving).\n".encode())
+        if abort:
+            raise TrainingInterrupted
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if state.global_step:  # resumed: the checkpoint train() loaded holds this step
+            self._checkpoint_step = state.global_step
+        engine = getattr(self.trainer.accelerator, "deepspeed_engine_wrapped", None)
+        if engine is not None:  # DeepSpeed's update runs inside accelerator.backward, before any callback event
+            engine.engine.step = self._guarded(engine.engine.step)
+
+    def _guarded(self, step):
+        def guarded_step(*a, **kw):
+            self._in_update = True
+            return step(*a, **kw)
+        return guarded_step
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        self._in_update = True
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._in_update = False
+        if self.requested and self._single:  # Ctrl-C came after the last step's end, during its logging or save
+            raise TrainingInterrupted
 
     def on_step_end(self, args, state, control, **kwargs):
+        self._completed = (state.global_step, _rng_states())
+        if not self._single:
+            import torch
+
+            flag = torch.tensor(float(self.requested), device=self.trainer.accelerator.device)
+            self.requested = self.trainer.accelerator.reduce(flag, reduction="sum").item() > 0
         if self.requested:
-            control.should_save = True
             control.should_training_stop = True
         return control
 
+    def on_save(self, args, state, control, **kwargs):
+        self._checkpoint_step = state.global_step
+        self.last_checkpoint = os.path.join(args.output_dir, f"checkpoint-{state.global_step}")
 
-def _exit_interrupted(trainer, output_dir: str) -> None:
+    @property
+    def completed_step(self) -> int | None:
+        """The last step completed in this run, or the resumed one."""
+        return self._completed[0] if self._completed else self._checkpoint_step
+
+    def save(self) -> bool:
+        """Save the last completed step unless it already is the latest checkpoint; whether one was written."""
+        if self._completed is None or self._completed[0] != self.trainer.state.global_step:
+            return False  # no step completed in this run: nothing new to save (the resumed checkpoint stays)
+        step, rng = self._completed
+        if self._checkpoint_step == step:
+            return False
+        _set_rng_states(rng)  # as at the step's end: a resumed run then continues exactly like an uninterrupted one
+        self.trainer._save_checkpoint(self.trainer.model_wrapped, trial=None)
+        self.on_save(self.trainer.args, self.trainer.state, self.trainer.control)
+        return True
+
+
+def _rng_states() -> dict:
+    import random
+
+    import numpy as np
+    import torch
+
+    states = {"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.random.get_rng_state()}
+    if torch.cuda.is_available():
+        states["cuda"] = torch.cuda.random.get_rng_state_all()
+    return states
+
+
+def _set_rng_states(states: dict) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.setstate(states["python"])
+    np.random.set_state(states["numpy"])
+    torch.random.set_rng_state(states["cpu"])
+    if "cuda" in states:
+        torch.cuda.random.set_rng_state_all(states["cuda"])
+
+
+_STAGING_DIR = ".checkpoint-staging"  # not `checkpoint-*`: get_last_checkpoint and rotation never see it
+
+
+class _CLITrainer(GSM8KGRPOTrainer):
+    """Writes each checkpoint under a hidden name and renames it into place once complete: a save cut short (a
+    second Ctrl-C, the launcher's SIGKILL, a crash) never leaves `get_last_checkpoint` on a half-written directory."""
+
+    _staging: str | None = None
+
+    def _get_output_dir(self, trial):
+        return self._staging or super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        import shutil
+
+        from transformers.trainer import TRAINER_STATE_NAME
+        from transformers.trainer_utils import rotate_checkpoints
+
+        run_dir = super()._get_output_dir(trial)
+        staging = os.path.join(run_dir, _STAGING_DIR)
+        name = f"checkpoint-{self.state.global_step}"
+        local_main = self.accelerator.is_local_main_process
+        if local_main:
+            shutil.rmtree(staging, ignore_errors=True)  # what a killed save left
+        self.accelerator.wait_for_everyone()
+        self._staging = staging
+        try:
+            super()._save_checkpoint(model, trial)
+        except BaseException:
+            if local_main:
+                shutil.rmtree(staging, ignore_errors=True)
+            raise
+        finally:
+            self._staging = None
+        if self.state.best_global_step:  # transformers looked for the best checkpoint in the staging directory
+            best = os.path.join(run_dir, f"checkpoint-{self.state.best_global_step}")
+            if self.state.best_global_step == self.state.global_step or os.path.isdir(best):
+                self.state.best_model_checkpoint = best
+                if self.args.should_save:
+                    self.state.save_to_json(os.path.join(staging, name, TRAINER_STATE_NAME))
+        self.accelerator.wait_for_everyone()  # every rank's shards are written
+        final = os.path.join(run_dir, name)
+        if local_main and os.path.isdir(os.path.join(staging, name)):
+            if os.path.isdir(final):  # an older run's checkpoint of the same step: replaced, never merged
+                os.rename(final, os.path.join(staging, "replaced"))
+            os.rename(os.path.join(staging, name), final)
+            shutil.rmtree(staging, ignore_errors=True)
+        if self.args.should_save:
+            rotate_checkpoints(run_dir, self.args.save_total_limit, self.state.best_model_checkpoint)
+        self.accelerator.wait_for_everyone()
+
+
+def _exit_interrupted(trainer, stop: StopOnInterrupt, saved: bool) -> None:
     from transformers.trainer_utils import get_last_checkpoint
 
-    last = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
-    hint = (f"resume with --resume_from_checkpoint {last}" if last
-            else "no checkpoint was written yet (save_steps decides how often)")
-    trainer.accelerator.print(f"\nInterrupted: {hint}.", flush=True)
+    output_dir = trainer.args.output_dir
+    last = stop.last_checkpoint or (get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None)
+    step = stop.completed_step
+    head = f"Interrupted after step {step} of {trainer.state.max_steps}" if step else "Interrupted before any step"
+    if saved:
+        head += f": saved {last}."
+    elif last:
+        head += f": the last complete checkpoint is {last}."
+    else:
+        head += ": no checkpoint was written (save_steps decides how often)."
+    lines = [head]
+    if last:
+        lines += ["Resume with:", "  " + _resume_command(last)]
+    if os.environ.get("TORCHELASTIC_RUN_ID") is not None:
+        lines.append("(the launcher's SignalException traceback below is expected)")
+    trainer.accelerator.print("\n" + "\n".join(lines), flush=True)
     raise SystemExit(130)
 
 
-def _write_run_info(trainer, output_dir: str, doctor: Doctor | None = None) -> None:
+def _resume_command(checkpoint: str) -> str:
+    """The command line that started this run, with `--resume_from_checkpoint CHECKPOINT`."""
+    import shlex
+
+    argv = None
+    if os.environ.get("TORCHELASTIC_RUN_ID") is not None:  # under a launcher, our parent holds the user's command
+        try:
+            with open(f"/proc/{os.getppid()}/cmdline", "rb") as f:
+                argv = [a.decode() for a in f.read().split(b"\0") if a]
+        except OSError:
+            argv = None
+        if argv and "trl_gsm8k.train" not in argv:
+            argv = None
+        if argv and len(argv) > 1 and os.path.basename(argv[1]) in ("accelerate", "torchrun"):
+            argv = [os.path.basename(argv[1]), *argv[2:]]  # the console script, not `python .../bin/accelerate`
+    if argv is None:
+        argv = ["python", "-m", "trl_gsm8k.train", *sys.argv[1:]]
+    elif os.path.basename(argv[0]).startswith("python"):
+        argv = ["python", *argv[1:]]
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--resume_from_checkpoint":
+            skip = True
+        elif not arg.startswith("--resume_from_checkpoint="):
+            kept.append(arg)
+    return shlex.join([*kept, "--resume_from_checkpoint", checkpoint])
+
+
+def _write_run_info(trainer, output_dir: str) -> None:
     """How the run was actually launched (not how it was meant to be): distributed type, ZeRO stage, offload."""
     import json
 
@@ -225,8 +412,6 @@ def _write_run_info(trainer, output_dir: str, doctor: Doctor | None = None) -> N
         info["zero_cpu_offload"] = bool(engine.zero_cpu_offload())
         info["optimizer"] = type(engine.optimizer.optimizer if hasattr(engine.optimizer, "optimizer")
                                  else engine.optimizer).__name__
-    if doctor is not None:
-        info["diagnoses"] = doctor.diagnoses
     with open(os.path.join(output_dir, "run_info.json"), "w") as f:
         json.dump(info, f, indent=2)
 
@@ -242,7 +427,7 @@ def _write_curves(output_dir: str) -> None:
         logger.warning("Could not draw the training curves: %s", exc)
 
 
-def _summary(output_dir: str, use_peft: bool, doctor: Doctor | None = None) -> str:
+def _summary(output_dir: str, use_peft: bool) -> str:
     weights = "adapter_model.safetensors (the LoRA adapter; merge it with python -m trl_gsm8k.export)" if use_peft \
         else "model.safetensors (the trained model)"
     lines = [
@@ -254,8 +439,6 @@ def _summary(output_dir: str, use_peft: bool, doctor: Doctor | None = None) -> s
     if os.path.isfile(os.path.join(output_dir, "training_curves.png")):
         lines.append("  training_curves.png  reward, accuracy and other curves over steps")
     lines.append(f"Evaluate it: python -m trl_gsm8k.evaluate --model {output_dir} --limit 200")
-    if doctor is not None:
-        lines += doctor.summary_lines()
     return "\n".join(lines)
 
 
