@@ -30,6 +30,7 @@ from .checks import (
     resolve_reward_funcs,
 )
 from .data import BUNDLED, SYSTEM_PROMPT, load_gsm8k
+from .doctor import Doctor
 from .models import resolve_model_path
 from .trainer import GSM8KGRPOConfig, GSM8KGRPOTrainer
 
@@ -61,6 +62,11 @@ class GSM8KScriptArguments:
         metadata={"help": "Short names (correctness, correctness_strict, format, length, shaped, steps) or dotted "
                   "import paths; weighted by reward_weights."},
     )
+    doctor: bool = field(
+        default=True,
+        metadata={"help": "Watch the logged metrics and warn once per problem found (truncation, zero-variance "
+                  "groups, format reward stuck at 0, ...), with the fix (trl_gsm8k.doctor)."},
+    )
 
 
 def _bytes_per_param(model_args) -> float:
@@ -71,11 +77,11 @@ def _bytes_per_param(model_args) -> float:
     return 2.0 if model_args.dtype in ("bfloat16", "float16") else 4.0
 
 
-def main(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOConfig, model_args) -> str:
-    """Train; returns the output directory."""
+def build_trainer(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOConfig, model_args) -> GSM8KGRPOTrainer:
+    """The recipe's trainer (model, dataset, rewards, tokenizer), after every check that needs no weights. Training
+    and `trl_gsm8k.probe` both start here."""
     import torch
     from transformers import AutoTokenizer, set_seed
-    from transformers.trainer_utils import get_last_checkpoint
     from trl import get_peft_config, get_quantization_config
 
     # --- checks that need no weights ---
@@ -121,7 +127,17 @@ def main(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOConfig, mode
         peft_config=get_peft_config(model_args),
         quantization_config=get_quantization_config(model_args),
     )
+    return trainer
 
+
+def main(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOConfig, model_args) -> str:
+    """Train; returns the output directory."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    trainer = build_trainer(script_args, training_args, model_args)
+    doctor = Doctor(trainer) if script_args.doctor else None
+    if doctor is not None:
+        trainer.add_callback(doctor)
     resume = training_args.resume_from_checkpoint
     if isinstance(resume, str) and resume.lower() in ("true", "latest", "last"):
         resume = get_last_checkpoint(training_args.output_dir) or None
@@ -147,9 +163,9 @@ def main(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOConfig, mode
     trainer.save_metrics("train", result.metrics)
     trainer.save_state()
     if trainer.accelerator.is_main_process:
-        _write_run_info(trainer, training_args.output_dir)
+        _write_run_info(trainer, training_args.output_dir, doctor)
         _write_curves(training_args.output_dir)
-        trainer.accelerator.print(_summary(training_args.output_dir, model_args.use_peft))
+        trainer.accelerator.print(_summary(training_args.output_dir, model_args.use_peft, doctor))
     return training_args.output_dir
 
 
@@ -394,7 +410,7 @@ def _resume_command(checkpoint: str) -> str:
     return shlex.join([*kept, "--resume_from_checkpoint", checkpoint])
 
 
-def _write_run_info(trainer, output_dir: str) -> None:
+def _write_run_info(trainer, output_dir: str, doctor: Doctor | None = None) -> None:
     """How the run was actually launched (not how it was meant to be): distributed type, ZeRO stage, offload."""
     import json
 
@@ -412,6 +428,8 @@ def _write_run_info(trainer, output_dir: str) -> None:
         info["zero_cpu_offload"] = bool(engine.zero_cpu_offload())
         info["optimizer"] = type(engine.optimizer.optimizer if hasattr(engine.optimizer, "optimizer")
                                  else engine.optimizer).__name__
+    if doctor is not None:
+        info["diagnoses"] = doctor.diagnoses
     with open(os.path.join(output_dir, "run_info.json"), "w") as f:
         json.dump(info, f, indent=2)
 
@@ -427,7 +445,7 @@ def _write_curves(output_dir: str) -> None:
         logger.warning("Could not draw the training curves: %s", exc)
 
 
-def _summary(output_dir: str, use_peft: bool) -> str:
+def _summary(output_dir: str, use_peft: bool, doctor: Doctor | None = None) -> str:
     weights = "adapter_model.safetensors (the LoRA adapter; merge it with python -m trl_gsm8k.export)" if use_peft \
         else "model.safetensors (the trained model)"
     lines = [
@@ -439,6 +457,8 @@ def _summary(output_dir: str, use_peft: bool) -> str:
     if os.path.isfile(os.path.join(output_dir, "training_curves.png")):
         lines.append("  training_curves.png  reward, accuracy and other curves over steps")
     lines.append(f"Evaluate it: python -m trl_gsm8k.evaluate --model {output_dir} --limit 200")
+    if doctor is not None:
+        lines += doctor.summary_lines()
     return "\n".join(lines)
 
 
