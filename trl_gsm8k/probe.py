@@ -36,8 +36,9 @@ from .doctor import (
 
 DEFAULT_NUM_PROMPTS = 32
 # Completions per generation call when --batch-size is not given (at least the recipe's own generation batch, which
-# is known to fit): one decoding step costs about the same for 8 or 64 sequences on a CPU, so bigger batches are
-# what makes the probe fast there; 64 completions of a 1.5B model's 1,300 tokens need ~2.3 GB of KV cache in bf16.
+# is known to fit): fewer, larger calls are what makes the probe fast on a CPU (measured on the demo model, 2 shared
+# cores: 64 completions of 16 tokens took 324 s in calls of 8, 20 s in one call; benchmarks/probe.md), and 64
+# completions of a 1.5B Qwen2 model's ~1,300 tokens need ~2.3 GB of KV cache in bf16.
 DEFAULT_BATCH_COMPLETIONS = 64
 
 
