@@ -71,8 +71,10 @@ def test_truncation_advice_names_the_limit_and_a_longer_one():
 
 
 def test_zero_variance_advice_follows_accuracy():
-    all_wrong = feed([{**HEALTHY, "frac_zero_std_groups": 1.0, "accuracy": 0.0}] * 5).diagnoses[0]["advice"]
-    assert "max_solution_steps" in all_wrong and "dynamic_sampling" in all_wrong
+    all_wrong = feed([{**HEALTHY, "frac_zero_std_groups": 1.0, "accuracy": 0.02}] * 5).diagnoses[0]["advice"]
+    assert "max_solution_steps" in all_wrong and "dynamic_sampling: true" in all_wrong
+    none_right = feed([{**HEALTHY, "frac_zero_std_groups": 1.0, "accuracy": 0.0}] * 5).diagnoses[0]["advice"]
+    assert "max_solution_steps" in none_right and "dynamic_sampling: true" not in none_right
     all_right = feed([{**HEALTHY, "frac_zero_std_groups": 1.0, "accuracy": 1.0}] * 5).diagnoses[0]["advice"]
     assert "harder" in all_right
     mixed = feed([{**HEALTHY, "frac_zero_std_groups": 0.9, "accuracy": 0.5}] * 5).diagnoses[0]["advice"]

@@ -97,7 +97,9 @@ def test_recommendations_follow_from_the_figures(report):
         g = math.ceil(math.log(0.5) / math.log(1 - f["pass_at_1"]))
         assert recs.get("num_generations", G) == max(g, G)
     if f["groups_all_wrong"] > 0.5:
-        assert recs["max_solution_steps"] == 2 and recs["dynamic_sampling"] is True
+        assert recs["max_solution_steps"] == 2
+        # dynamic sampling keeps only groups with a correct completion: advised once some sample is correct
+        assert recs.get("dynamic_sampling") is (True if f["pass_at_1"] > 0 else None)
     assert ("temperature" in recs) == (f["groups_identical"] > 0.25)
 
 

@@ -308,3 +308,21 @@ def test_zero2_offload_launch(tiny_model_dir, tmp_path):
     logs = [h for h in json.loads((tmp_path / "run" / "trainer_state.json").read_text())["log_history"] if "loss" in h]
     assert [h["step"] for h in logs] == [1, 2]
     assert all(h["sampling/rounds"] >= 1 and h["sampling/groups_kept"] >= 1 for h in logs)
+
+
+def test_ctrl_c_saves_the_refill_position_of_the_last_completed_step(tiny_model_dir, tmp_path):
+    """An abandoned step may already have drawn refill prompts; the checkpoint Ctrl-C writes must not count them."""
+    from trl_gsm8k.train import StopOnInterrupt, _CLITrainer
+
+    args = make_args(tmp_path, max_steps=1)
+    trainer = _CLITrainer(model=tiny_model_dir, reward_funcs=[correctness_reward, position_reward], args=args,
+                          train_dataset=make_dataset())
+    trainer.train()
+    stop = StopOnInterrupt(trainer)
+    stop.on_step_end(trainer.args, trainer.state, trainer.control)  # the last completed step's end
+    done = trainer.state.stateful_callbacks[DYNAMIC_SAMPLING_STATE]["attributes"]["refill_position"]
+    trainer._refill_batch(2 * G)  # the abandoned step's refill round
+    assert trainer.state.stateful_callbacks[DYNAMIC_SAMPLING_STATE]["attributes"]["refill_position"] > done
+    assert stop.save()
+    saved = json.loads((tmp_path / "out" / "checkpoint-1" / "trainer_state.json").read_text())
+    assert saved["stateful_callbacks"][DYNAMIC_SAMPLING_STATE]["attributes"]["refill_position"] == done

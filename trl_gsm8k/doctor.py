@@ -200,7 +200,10 @@ def recommend(figures: Mapping[str, Any], settings: Mapping[str, Any]) -> list[d
             recs.append({"setting": "max_solution_steps", "value": steps - 1,
                          "reason": f"{100 * all_wrong:.0f} % of groups are all wrong even on problems of at most "
                                    f"{steps} steps"})
-        if not settings.get("dynamic_sampling"):
+        # Dynamic sampling keeps groups with a correct *and* a wrong completion; with none correct it drops every
+        # group, the format signal included (measured: declare rate 15-19 % vs 49 % without it after 10 minutes,
+        # benchmarks/learning_cpu_study.md), so it is advised only once some sample is correct.
+        if not settings.get("dynamic_sampling") and p > 0:
             names = list(settings.get("reward_funcs") or [])
             extra = "" if "correctness_reward" in names else \
                 " (add correctness to reward_funcs, weight 0 if it should only decide)"
@@ -285,6 +288,10 @@ def diagnose(window: Mapping[str, Sequence[float]], settings: Mapping[str, Any],
             advice = ("dynamic sampling drops them and refills, at the cost of sampling/rounds generations per batch: "
                       "if it runs short (sampling/groups_short), raise max_sampling_rounds or train on easier problems "
                       "(max_solution_steps).")
+        elif accuracy is not None and accuracy == 0:
+            advice = ("accuracy is 0 %: the groups are all wrong. Train on easier problems (max_solution_steps: 2) "
+                      "or raise num_generations; dynamic sampling would drop every group, the format signal included, "
+                      "until some completion is correct.")
         elif accuracy is not None and accuracy < ACCURACY_LOW:
             advice = (f"accuracy is {100 * accuracy:.1f} %: the groups are all wrong. Train on easier problems "
                       "(max_solution_steps: 2), turn on dynamic_sampling: true, or raise num_generations.")

@@ -11,6 +11,7 @@ ours) and TRL's `ModelConfig`; command-line flags override it. Everything that c
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import os
 import signal
@@ -192,7 +193,9 @@ class StopOnInterrupt(TrainerCallback):
         self.requested = False
         self.last_checkpoint = resumed_from  # the latest complete checkpoint: the resumed one, then this run's
         self._checkpoint_step: int | None = None
-        self._completed: tuple[int, dict] | None = None  # (global_step, RNG states) at the last step's end
+        # (global_step, RNG states, TrainerState.stateful_callbacks) at the last step's end: an abandoned step may
+        # have drawn RNG and advanced dynamic sampling's refill position
+        self._completed: tuple[int, dict, dict] | None = None
         self._in_update = False
         self._single = trainer.accelerator.num_processes == 1
 
@@ -249,7 +252,7 @@ class StopOnInterrupt(TrainerCallback):
             raise TrainingInterrupted
 
     def on_step_end(self, args, state, control, **kwargs):
-        self._completed = (state.global_step, _rng_states())
+        self._completed = (state.global_step, _rng_states(), copy.deepcopy(state.stateful_callbacks))
         if not self._single:
             import torch
 
@@ -272,10 +275,12 @@ class StopOnInterrupt(TrainerCallback):
         """Save the last completed step unless it already is the latest checkpoint; whether one was written."""
         if self._completed is None or self._completed[0] != self.trainer.state.global_step:
             return False  # no step completed in this run: nothing new to save (the resumed checkpoint stays)
-        step, rng = self._completed
+        step, rng, stateful = self._completed
         if self._checkpoint_step == step:
             return False
-        _set_rng_states(rng)  # as at the step's end: a resumed run then continues exactly like an uninterrupted one
+        # as at the step's end: a resumed run then continues exactly like an uninterrupted one
+        _set_rng_states(rng)
+        self.trainer.state.stateful_callbacks = copy.deepcopy(stateful)
         self.trainer._save_checkpoint(self.trainer.model_wrapped, trial=None)
         self.on_save(self.trainer.args, self.trainer.state, self.trainer.control)
         return True
