@@ -83,21 +83,23 @@ def test_model_too_large_for_the_machine(tiny_model_dir):
     check_fits_in_memory(check_model_config(tiny_model_dir), 4.0, 2**30, "the GPU")
 
 
-def test_recipe_errors_exit_with_one_clear_line(tmp_path):
+def test_recipe_errors_raise_one_clear_line_and_the_cli_prints_it(tmp_path):
     bad_yaml = tmp_path / "bad.yaml"
     bad_yaml.write_text("learning_rate: [1e-5\n")
-    with pytest.raises(SystemExit, match="not valid YAML"):
+    with pytest.raises(LaunchError, match="not valid YAML"):
         parse(["--config", str(bad_yaml)])
     unknown = tmp_path / "unknown.yaml"
     unknown.write_text("learning_rte: 1.0e-5\nbf16: false\n")
-    with pytest.raises(SystemExit, match="learning_rte.*check the key's spelling"):
+    with pytest.raises(LaunchError, match="learning_rte.*check the key's spelling"):
         parse(["--config", str(unknown)])
-    with pytest.raises(SystemExit, match="recipe not found"):
+    with pytest.raises(LaunchError, match="recipe not found"):
         parse(["--config", str(tmp_path / "missing.yaml")])
     indivisible = tmp_path / "indivisible.yaml"
     indivisible.write_text("bf16: false\nper_device_train_batch_size: 3\nnum_generations: 2\n")
-    with pytest.raises(SystemExit, match="must be divisible by num_generations"):
+    with pytest.raises(LaunchError, match="must be divisible by num_generations"):
         parse(["--config", str(indivisible), "--output_dir", str(tmp_path)])
+    with pytest.raises(SystemExit, match="^error: recipe not found"):  # only the CLI exits
+        cli(["--config", str(tmp_path / "missing.yaml")])
 
 
 def test_cli_reports_launch_errors_before_loading_weights(tmp_path, tiny_model_dir):

@@ -674,13 +674,13 @@ def parse_recipe(recipe: str, overrides: Sequence[str] = ()) -> tuple[Any, Any, 
     GPU recipe parses on a machine without one, and the precision is read from the recipe and overrides."""
     import yaml
 
+    from .checks import LaunchError
     from .train import parse
 
     try:
         _, training_args, model_args = parse(["--config", recipe, *overrides, "--bf16", "false", "--fp16", "false"])
-    except SystemExit as exc:
-        raise PlannerError(str(exc.code).removeprefix("error: ") if isinstance(exc.code, str)
-                           else f"cannot parse recipe {recipe}") from None
+    except LaunchError as exc:
+        raise PlannerError(str(exc)) from None
     data = yaml.safe_load(Path(recipe).read_text()) or {}
     truthy = ("1", "true", "yes")
     fp16 = str(_flag(overrides, "fp16") or data.get("fp16", False)).lower() in truthy

@@ -83,6 +83,7 @@ def probe(recipe: str, num_prompts: int = DEFAULT_NUM_PROMPTS, overrides: Sequen
     import torch
     from tqdm.auto import tqdm
 
+    from .checks import LaunchError
     from .rewards import completion_text, correctness_reward
     from .train import build_trainer, parse
 
@@ -92,8 +93,8 @@ def probe(recipe: str, num_prompts: int = DEFAULT_NUM_PROMPTS, overrides: Sequen
         raise ProbeError(f"recipe not found: {recipe}")
     try:
         script_args, training_args, model_args = parse(["--config", recipe, *overrides])
-    except SystemExit as exc:
-        raise ProbeError(str(exc.code).removeprefix("error: ")) from None
+    except LaunchError as exc:
+        raise ProbeError(str(exc)) from None
     G = training_args.num_generations
     if batch_size is None:
         batch_size = max(DEFAULT_BATCH_COMPLETIONS, training_args.generation_batch_size)

@@ -474,15 +474,15 @@ def make_parser():
 
 
 def parse(argv: list[str] | None = None):
-    """Parse a recipe and overrides; a bad recipe exits with one clear line instead of a traceback."""
+    """Parse a recipe and overrides; a bad recipe raises `LaunchError` with one clear line (the CLI prints it)."""
     import yaml
 
     try:
         return make_parser().parse_args_and_config(args=argv)
     except FileNotFoundError as exc:
-        raise SystemExit(f"error: recipe not found: {exc.filename or exc}") from None
+        raise LaunchError(f"recipe not found: {exc.filename or exc}") from None
     except yaml.YAMLError as exc:
-        raise SystemExit(f"error: the recipe is not valid YAML: {exc}") from None
+        raise LaunchError(f"the recipe is not valid YAML: {exc}") from None
     except ValueError as exc:
         message = str(exc)
         if "bf16/gpu" in message:
@@ -490,13 +490,12 @@ def parse(argv: list[str] | None = None):
         elif "Unknown arguments from config file" in message:
             message += " (check the key's spelling: recipe keys are fields of GSM8KScriptArguments, " \
                        "GSM8KGRPOConfig or trl.ModelConfig)"
-        raise SystemExit(f"error: {message}") from None
+        raise LaunchError(message) from None
 
 
 def cli(argv: list[str] | None = None) -> None:
-    script_args, training_args, model_args = parse(argv)
     try:
-        main(script_args, training_args, model_args)
+        main(*parse(argv))
     except (LaunchError, FileNotFoundError) as exc:
         raise SystemExit(f"error: {exc}") from None
 
