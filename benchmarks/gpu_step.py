@@ -186,11 +186,10 @@ def run(args: argparse.Namespace) -> None:
     from transformers import AutoTokenizer
     from trl import get_peft_config, get_quantization_config
 
-    from trl_gsm8k.checks import resolve_reward_funcs
     from trl_gsm8k.data import SYSTEM_PROMPT, load_gsm8k
-    from trl_gsm8k.memory import parse_recipe
-    from trl_gsm8k.trainer import GSM8KGRPOTrainer
+    from trl_gsm8k.rewards import get_reward_funcs
     from trl_gsm8k.train import parse
+    from trl_gsm8k.trainer import GSM8KGRPOTrainer
 
     base_args = ["--config", args.recipe, "--output_dir", args.output_dir]
     _, recipe_args, recipe_model = parse([*base_args, "--bf16", "false"])
@@ -210,7 +209,7 @@ def run(args: argparse.Namespace) -> None:
     dataset = load_gsm8k("train", prompt_format=script_args.prompt_format,
                          system_prompt=script_args.system_prompt or SYSTEM_PROMPT, limit=64)
     trainer = GSM8KGRPOTrainer(
-        model=str(model_dir), reward_funcs=resolve_reward_funcs(script_args.reward_funcs), args=training_args,
+        model=str(model_dir), reward_funcs=get_reward_funcs(script_args.reward_funcs), args=training_args,
         train_dataset=dataset, processing_class=tokenizer, peft_config=get_peft_config(model_args),
         quantization_config=get_quantization_config(model_args), callbacks=[probe.callback()],
     )

@@ -83,7 +83,7 @@ def train_arm(arm: str, out: Path, budget_s: float, model: str | None) -> None:
     from transformers import TrainerCallback, set_seed
     from trl import GRPOConfig, GRPOTrainer
 
-    from trl_gsm8k.checks import resolve_reward_funcs
+    from trl_gsm8k.rewards import get_reward_funcs
     from trl_gsm8k.data import load_gsm8k
     from trl_gsm8k.models import resolve_model_path
     from trl_gsm8k.trainer import GSM8KGRPOConfig, GSM8KGRPOTrainer
@@ -99,9 +99,9 @@ def train_arm(arm: str, out: Path, budget_s: float, model: str | None) -> None:
     dataset = load_gsm8k("train", recipe["dataset_source"], "chat", recipe["system_prompt"],
                          max_solution_steps=recipe.get("max_solution_steps"))
 
-    counter = CorrectnessCounter(resolve_reward_funcs(["correctness"])[0], recipe["num_generations"])
+    counter = CorrectnessCounter(get_reward_funcs(["correctness"])[0], recipe["num_generations"])
     reward_funcs = [counter if name == "correctness" else func
-                    for name, func in zip(recipe["reward_funcs"], resolve_reward_funcs(recipe["reward_funcs"]))]
+                    for name, func in zip(recipe["reward_funcs"], get_reward_funcs(recipe["reward_funcs"]))]
 
     class Clock(TrainerCallback):
         """Every log line with its wall-clock time; stops after the first step that ends past the budget."""
@@ -263,7 +263,7 @@ def report(logs: dict[str, list[dict]], before: dict, after: dict[str, dict], bu
     win = 5.0
     heads = [f"{i * win:.0f}–{min((i + 1) * win, budget_min):.0f}" for i in range(math.ceil(budget_min / win))]
     fmt = lambda v: "–" if v is None else f"{100 * v:.0f} %"  # noqa: E731
-    lines = [f"| trainer | steps | s/step | " + " | ".join(f"declare {h} min" for h in heads) +
+    lines = ["| trainer | steps | s/step | " + " | ".join(f"declare {h} min" for h in heads) +
              " | 10-step declare > 80 % at | correct completions |",
              "|---|---:|---:|" + "---:|" * len(heads) + "---:|---:|"]
     for arm, log in logs.items():

@@ -11,9 +11,7 @@ from trl_gsm8k.checks import (
     check_model_config,
     check_precision,
     estimate_weight_bytes,
-    resolve_reward_funcs,
 )
-from trl_gsm8k.rewards import correctness_reward
 from trl_gsm8k.train import cli, parse
 
 
@@ -53,15 +51,6 @@ def test_bf16_on_cpu_names_the_fix():
         check_precision(bf16=True, fp16=False, use_cpu=False, cuda_available=False)
     check_precision(bf16=True, fp16=False, use_cpu=False, cuda_available=True)
     check_precision(bf16=False, fp16=False, use_cpu=True, cuda_available=False)
-
-
-def test_reward_names():
-    assert resolve_reward_funcs(["correctness", "trl_gsm8k.rewards.correctness_reward"]) == [correctness_reward] * 2
-    for bad in (["corectness"], ["no.such.module.f"], ["trl_gsm8k.rewards.nope"], ["trl_gsm8k.rewards.REWARDS"]):
-        with pytest.raises(LaunchError, match="Unknown reward function"):
-            resolve_reward_funcs(bad)
-    with pytest.raises(LaunchError, match="empty"):
-        resolve_reward_funcs([])
 
 
 def test_missing_model_path(tmp_path):

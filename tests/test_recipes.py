@@ -4,7 +4,7 @@ import glob
 
 import pytest
 
-from trl_gsm8k.checks import resolve_reward_funcs
+from trl_gsm8k.rewards import get_reward_funcs
 from trl_gsm8k.train import parse
 
 RECIPES = sorted(glob.glob("recipes/*.yaml"))
@@ -17,7 +17,7 @@ def test_recipe_parses(recipe, tmp_path):
     )
     assert model_args.model_name_or_path
     assert training_args.generation_batch_size % training_args.num_generations == 0
-    resolve_reward_funcs(script_args.reward_funcs)
+    get_reward_funcs(script_args.reward_funcs)
 
 
 def test_tutorial_recipe_is_the_tutorials(tmp_path):

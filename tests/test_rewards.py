@@ -182,3 +182,14 @@ def test_correctness_scores_a_batch_in_order_with_unreadable_golds_and_math_veri
     assert answers._worker.requests == requests + 3  # through the worker, each distinct (LaTeX, gold) pair once
     with pytest.raises(ValueError, match="2 completions but 1 golds"):
         answers.answers_match_batch(["#### 1", "#### 2"], ["1"])
+
+
+def test_reward_names():
+    from trl_gsm8k.rewards import get_reward_funcs
+
+    assert get_reward_funcs(["correctness", "trl_gsm8k.rewards.correctness_reward"]) == [correctness_reward] * 2
+    for bad in (["corectness"], ["no.such.module.f"], ["trl_gsm8k.rewards.nope"], ["trl_gsm8k.rewards.REWARDS"]):
+        with pytest.raises(ValueError, match="Unknown reward function"):
+            get_reward_funcs(bad)
+    with pytest.raises(ValueError, match="empty"):
+        get_reward_funcs([])

@@ -3,4 +3,6 @@
 Pipeline: data → answers → rewards → advantages → trainer → train / evaluate.
 """
 
-__version__ = "0.1.0"
+from importlib.metadata import version
+
+__version__ = version("trl-gsm8k")  # setup.cfg is its one home

@@ -6,15 +6,12 @@ the environment, the recipe and the model's config.
 
 from __future__ import annotations
 
-import importlib
 import json
 import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from .models import is_missing_local_path
-from .rewards import REWARDS
 
 
 class LaunchError(ValueError):
@@ -73,29 +70,6 @@ def check_precision(bf16: bool, fp16: bool, use_cpu: bool, cuda_available: bool 
         )
 
 
-def resolve_reward_funcs(names: list[str]) -> list[Callable[..., list[float | None]]]:
-    """Reward callables from short names (``correctness``, ``format``, ...) or dotted paths (``pkg.mod.func``)."""
-    if not names:
-        raise LaunchError(f"reward_funcs is empty: name at least one of {sorted(REWARDS)} or a dotted path.")
-    funcs = []
-    for name in names:
-        if name in REWARDS:
-            funcs.append(REWARDS[name])
-            continue
-        module_name, _, attr = name.rpartition(".")
-        try:
-            func: Any = getattr(importlib.import_module(module_name), attr) if module_name else None
-        except (ImportError, AttributeError):
-            func = None
-        if not callable(func):
-            raise LaunchError(
-                f"Unknown reward function {name!r}: use one of {sorted(REWARDS)} or a dotted import path to a "
-                "callable such as trl_gsm8k.rewards.correctness_reward."
-            )
-        funcs.append(func)
-    return funcs
-
-
 def check_model_config(model_path: str, trust_remote_code: bool = False):
     """Load the model's config only (no weights): a missing path or an unknown Hub id fails here, clearly."""
     from transformers import AutoConfig
@@ -143,9 +117,6 @@ def available_memory_bytes() -> tuple[int, str]:
     if torch.cuda.is_available():
         free, _ = torch.cuda.mem_get_info()
         return free, "the GPU"
-    try:
-        with open("/proc/meminfo") as f:
-            info = {line.split(":")[0]: int(line.split()[1]) * 1024 for line in f}
-        return info.get("MemAvailable", info["MemTotal"]), "this machine's RAM"
-    except (OSError, KeyError, ValueError):
-        return 2**62, "this machine"
+    import psutil  # installed with accelerate
+
+    return psutil.virtual_memory().available, "this machine's RAM"

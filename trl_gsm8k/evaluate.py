@@ -243,27 +243,27 @@ class ResolvedModel:
 
 def resolve_model(name: str) -> ResolvedModel:
     """Find the weights behind ``--model``; raise :class:`EvalError` (one line) when there are none."""
-    from .models import resolve_model_path
+    from .models import base_model_of, is_missing_local_path, latest_checkpoint, resolve_model_path
 
     path = Path(os.path.expanduser(name))
     if not path.exists():
-        if name.startswith(("/", ".", "~")) or name.count("/") > 1 or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name):
+        if is_missing_local_path(name) or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name):
             raise EvalError(f"--model {name}: no such directory")
         resolved = resolve_model_path(name)  # the offline model's name, or a Hub id (checked when loaded)
         return ResolvedModel(resolved, None, resolved)
     if not path.is_dir():
         raise EvalError(f"--model {name}: not a directory")
     if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
-        checkpoints = sorted(path.glob("checkpoint-*"), key=lambda p: int(p.name.rsplit("-", 1)[-1] or 0)
-                             if p.name.rsplit("-", 1)[-1].isdigit() else -1)
-        if not checkpoints:
+        checkpoint = latest_checkpoint(path)
+        if checkpoint is None:
             raise EvalError(f"--model {name}: holds no model (config.json), adapter or checkpoint-*/")
-        logger.warning("%s holds no final model: evaluating its latest checkpoint %s", name, checkpoints[-1].name)
-        path = checkpoints[-1]
+        logger.warning("%s holds no final model: evaluating its latest checkpoint %s", name, checkpoint.name)
+        path = checkpoint
     if (path / "adapter_config.json").is_file():
-        base = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
-        if not base:
-            raise EvalError(f"--model {name}: adapter_config.json names no base_model_name_or_path")
+        try:
+            base = base_model_of(path)
+        except ValueError:
+            raise EvalError(f"--model {name}: adapter_config.json names no base_model_name_or_path") from None
         base_path = resolve_model_path(base)
         if base_path.startswith(("/", ".", "~")) and not Path(os.path.expanduser(base_path)).is_dir():
             raise EvalError(f"--model {name}: the adapter's base model {base} is not found")
@@ -275,13 +275,13 @@ def resolve_model(name: str) -> ResolvedModel:
 def load_tokenizer(model: ResolvedModel):
     from transformers import AutoTokenizer
 
+    from .models import ensure_pad_token
+
     try:
         tokenizer = AutoTokenizer.from_pretrained(model.tokenizer, padding_side="left")
     except (OSError, ValueError) as exc:
         raise EvalError(f"cannot load a tokenizer from {model.tokenizer}: {_first_line(exc)}") from None
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return ensure_pad_token(tokenizer)
 
 
 def context_length(model_path: str) -> int | None:

@@ -8,26 +8,10 @@ The result loads with `AutoModelForCausalLM.from_pretrained` alone (no PEFT), fo
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
-from .models import is_missing_local_path, resolve_model_path
-
-
-def base_model_of(adapter_dir: str | os.PathLike) -> str:
-    """The base model an adapter was trained on, from its ``adapter_config.json``."""
-    config_file = Path(adapter_dir) / "adapter_config.json"
-    if not config_file.is_file():
-        raise FileNotFoundError(
-            f"{adapter_dir} holds no adapter_config.json: it is not a LoRA adapter. A full fine-tune's output is "
-            "already a plain model; load it directly."
-        )
-    base = json.loads(config_file.read_text()).get("base_model_name_or_path")
-    if not base:
-        raise ValueError(f"{config_file} does not name its base model (base_model_name_or_path).")
-    return base
+from .models import base_model_of, is_missing_local_path, resolve_model_path
 
 
 def export_merged(checkpoint: str, output: str, base_model: str | None = None, dtype: str = "auto") -> str:

@@ -7,6 +7,7 @@ safetensors + tokenizer) under ``$TRL_GSM8K_CACHE`` (default ``~/.cache/trl_gsm8
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import tempfile
@@ -29,6 +30,39 @@ def is_missing_local_path(name: str) -> bool:
     if os.path.exists(os.path.expanduser(name)):
         return False
     return name.startswith((".", "/", "~")) or name.count("/") > 1
+
+
+def base_model_of(adapter_dir: str | os.PathLike) -> str:
+    """The base model an adapter was trained on, from its ``adapter_config.json``."""
+    config_file = Path(adapter_dir) / "adapter_config.json"
+    if not config_file.is_file():
+        raise FileNotFoundError(
+            f"{adapter_dir} holds no adapter_config.json: it is not a LoRA adapter. A full fine-tune's output is "
+            "already a plain model; load it directly."
+        )
+    base = json.loads(config_file.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise ValueError(f"{config_file} does not name its base model (base_model_name_or_path).")
+    return base
+
+
+def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
+    """The run's ``checkpoint-N`` directory with the highest N (transformers' own rule), or None.
+
+    >>> latest_checkpoint("/no/such/run") is None
+    True
+    """
+    from transformers.trainer_utils import get_last_checkpoint
+
+    found = get_last_checkpoint(str(run_dir)) if os.path.isdir(run_dir) else None
+    return Path(found) if found else None
+
+
+def ensure_pad_token(tokenizer):
+    """Batched generation and TRL's padding need a pad token; a tokenizer without one pads with its EOS."""
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
 
 
 def resolve_model_path(name_or_path: str) -> str:

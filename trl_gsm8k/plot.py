@@ -24,6 +24,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
+from .models import latest_checkpoint  # noqa: E402
+
 
 class PlotError(ValueError):
     """Input that cannot be drawn; the message is the one line the command-line tool prints."""
@@ -56,9 +58,9 @@ def find_trainer_state(run: Path) -> Path:
     if not run.is_dir():
         raise FileNotFoundError(f"{run}: no such run directory")
     candidates = [run / "trainer_state.json"]
-    checkpoints = [p for p in run.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()]
-    if checkpoints:
-        candidates.append(max(checkpoints, key=lambda p: int(p.name.split("-")[-1])) / "trainer_state.json")
+    checkpoint = latest_checkpoint(run)
+    if checkpoint is not None:
+        candidates.append(checkpoint / "trainer_state.json")
     found = [p for p in candidates if p.is_file()]
     if not found:
         raise FileNotFoundError(f"{run} holds no trainer_state.json, neither itself nor in a checkpoint-*/ "

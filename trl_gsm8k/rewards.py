@@ -11,6 +11,7 @@ Configurable variants are small picklable classes (:class:`CorrectnessReward`, :
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Sequence
 from fractions import Fraction
@@ -324,3 +325,34 @@ REWARDS = {
     "steps": steps_reward,
 }
 """Short names used by recipes (``reward_funcs: [correctness, format]``)."""
+
+
+def get_reward_funcs(names: Sequence[str]) -> list:
+    """Reward callables from short names (``correctness``, ``format``, ...) or dotted paths (``pkg.mod.func``).
+
+    >>> [f.__name__ for f in get_reward_funcs(["correctness", "trl_gsm8k.rewards.format_reward"])]
+    ['correctness_reward', 'format_reward']
+    >>> get_reward_funcs(["corect"])
+    Traceback (most recent call last):
+    ...
+    ValueError: Unknown reward function 'corect': ...
+    """
+    if not names:
+        raise ValueError(f"reward_funcs is empty: name at least one of {sorted(REWARDS)} or a dotted path.")
+    funcs = []
+    for name in names:
+        if name in REWARDS:
+            funcs.append(REWARDS[name])
+            continue
+        module_name, _, attr = name.rpartition(".")
+        try:
+            func: Any = getattr(importlib.import_module(module_name), attr) if module_name else None
+        except (ImportError, AttributeError):
+            func = None
+        if not callable(func):
+            raise ValueError(
+                f"Unknown reward function {name!r}: use one of {sorted(REWARDS)} or a dotted import path to a "
+                "callable such as trl_gsm8k.rewards.correctness_reward."
+            )
+        funcs.append(func)
+    return funcs

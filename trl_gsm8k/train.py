@@ -28,11 +28,11 @@ from .checks import (
     check_fits_in_memory,
     check_model_config,
     check_precision,
-    resolve_reward_funcs,
 )
 from .data import BUNDLED, SYSTEM_PROMPT, load_gsm8k
 from .doctor import Doctor
-from .models import resolve_model_path
+from .models import ensure_pad_token, resolve_model_path
+from .rewards import get_reward_funcs
 from .trainer import GSM8KGRPOConfig, GSM8KGRPOTrainer
 
 logger = logging.getLogger(__name__)
@@ -88,7 +88,10 @@ def build_trainer(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOCon
     # --- checks that need no weights ---
     check_distributed_environment(training_args.gradient_accumulation_steps)
     check_precision(training_args.bf16, training_args.fp16, training_args.use_cpu)
-    reward_funcs = resolve_reward_funcs(script_args.reward_funcs)
+    try:
+        reward_funcs = get_reward_funcs(script_args.reward_funcs)
+    except ValueError as exc:
+        raise LaunchError(str(exc)) from None
     if training_args.reward_weights is not None and len(training_args.reward_weights) != len(reward_funcs):
         raise LaunchError(
             f"reward_weights has {len(training_args.reward_weights)} values for {len(reward_funcs)} reward_funcs "
@@ -111,8 +114,7 @@ def build_trainer(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOCon
     # --- model, trainer ---
     set_seed(training_args.seed)
     tokenizer = AutoTokenizer.from_pretrained(model_path, trust_remote_code=training_args.trust_remote_code)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    ensure_pad_token(tokenizer)
     training_args.model_init_kwargs = {
         "dtype": model_args.dtype if model_args.dtype in (None, "auto") else getattr(torch, model_args.dtype),
         "attn_implementation": model_args.attn_implementation,
