@@ -86,23 +86,20 @@ def check_model_config(model_path: str, trust_remote_code: bool = False):
         ) from None
 
 
-def estimate_weight_bytes(config: Any, bytes_per_param: float) -> int:
-    """Parameter count from a decoder config (embeddings, attention, MLP), times bytes per parameter."""
-    text = getattr(config, "text_config", None) or config
-    hidden, layers, vocab = text.hidden_size, text.num_hidden_layers, text.vocab_size
-    heads = text.num_attention_heads
-    kv_heads = getattr(text, "num_key_value_heads", None) or heads
-    head_dim = getattr(text, "head_dim", None) or hidden // heads
-    inter = getattr(text, "intermediate_size", None) or 4 * hidden
-    attention = hidden * head_dim * (2 * heads + 2 * kv_heads)
-    mlp = 3 * hidden * inter
-    embeddings = vocab * hidden * (1 if getattr(text, "tie_word_embeddings", False) else 2)
-    return int((layers * (attention + mlp) + embeddings) * bytes_per_param)
+def estimate_weight_bytes(config: Any, bytes_per_param: float) -> int | None:
+    """The weights' bytes: the memory planner's parameter count (:class:`trl_gsm8k.memory.ModelShape`, tied
+    embeddings as the config says) times bytes per parameter; None for a config the planner does not model."""
+    from .memory import ModelShape, PlannerError
+
+    try:
+        return int(ModelShape.from_config(config).params * bytes_per_param)
+    except PlannerError:  # mixture-of-experts or an unfamiliar config: no estimate, no check
+        return None
 
 
 def check_fits_in_memory(config: Any, bytes_per_param: float, available_bytes: int, where: str) -> None:
     needed = estimate_weight_bytes(config, bytes_per_param)
-    if needed > available_bytes:
+    if needed is not None and needed > available_bytes:
         raise LaunchError(
             f"The model's weights alone need about {needed / 2**30:.1f} GiB but {where} has "
             f"{available_bytes / 2**30:.1f} GiB available. Use a smaller model, LoRA with load_in_4bit (QLoRA), "

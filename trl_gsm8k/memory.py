@@ -626,7 +626,8 @@ def _number(value: Any, default: float) -> float:
     return float(value) if isinstance(value, (int, float)) else default  # "auto" and absent: DeepSpeed's default
 
 
-_DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2}
+DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2}
+"""Bytes per weight of each `dtype` a recipe may name (anything else, `auto` included, is counted as float32)."""
 
 
 def settings_from_args(training_args: Any, model_args: Any, config: Mapping[str, Any], mixed_precision: bool,
@@ -638,7 +639,7 @@ def settings_from_args(training_args: Any, model_args: Any, config: Mapping[str,
     if targets == "all-linear" or targets == ["all-linear"]:
         targets = list(ALL_LINEAR)
     return RunSettings(
-        dtype_bytes=_DTYPE_BYTES.get(str(dtype).replace("torch.", ""), 4),
+        dtype_bytes=DTYPE_BYTES.get(str(dtype).replace("torch.", ""), 4),
         mixed_precision=mixed_precision,
         use_peft=bool(model_args.use_peft),
         lora_r=int(model_args.lora_r),

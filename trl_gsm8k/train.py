@@ -71,11 +71,13 @@ class GSM8KScriptArguments:
 
 
 def _bytes_per_param(model_args) -> float:
+    from .memory import DTYPE_BYTES
+
     if getattr(model_args, "load_in_4bit", False):
         return 0.5
     if getattr(model_args, "load_in_8bit", False):
         return 1.0
-    return 2.0 if model_args.dtype in ("bfloat16", "float16") else 4.0
+    return DTYPE_BYTES.get(str(model_args.dtype).replace("torch.", ""), 4)
 
 
 def build_trainer(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOConfig, model_args) -> GSM8KGRPOTrainer:
