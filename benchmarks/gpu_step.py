@@ -186,9 +186,9 @@ def run(args: argparse.Namespace) -> None:
     from transformers import AutoTokenizer
     from trl import get_peft_config, get_quantization_config
 
+    from trl_gsm8k.config import parse
     from trl_gsm8k.data import SYSTEM_PROMPT, load_gsm8k
     from trl_gsm8k.rewards import get_reward_funcs
-    from trl_gsm8k.train import parse
     from trl_gsm8k.trainer import GSM8KGRPOTrainer
 
     base_args = ["--config", args.recipe, "--output_dir", args.output_dir]

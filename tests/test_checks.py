@@ -12,7 +12,8 @@ from trl_gsm8k.checks import (
     check_precision,
     estimate_weight_bytes,
 )
-from trl_gsm8k.train import cli, parse
+from trl_gsm8k.config import parse
+from trl_gsm8k.train import cli
 
 
 def test_deepspeed_with_several_cpu_processes_is_refused(monkeypatch):

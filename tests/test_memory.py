@@ -76,7 +76,7 @@ def test_a_small_gpu_gets_a_verdict_naming_one_change():
     assert memory.advise(s, RunSettings(use_peft=True), ZERO2_OFFLOAD, 8) is None
 
 
-# --- the recipes, parsed by trl_gsm8k.train.parse ---
+# --- the recipes, parsed by trl_gsm8k.config.parse ---
 
 def plan(recipe: str, accelerate: str = "zero2_offload", gpu_gb: float = 8.0, processes: int = 1,
          cpu_gb: float = float("inf")):

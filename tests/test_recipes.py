@@ -5,7 +5,7 @@ import glob
 import pytest
 
 from trl_gsm8k.rewards import get_reward_funcs
-from trl_gsm8k.train import parse
+from trl_gsm8k.config import parse
 
 RECIPES = sorted(glob.glob("recipes/*.yaml"))
 

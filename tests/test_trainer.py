@@ -375,7 +375,7 @@ def _kl_old_after_one_pass(tiny_model_dir, tmp_path, dropout_p: float | None) ->
     at π_θ = π_old. dropout_p re-enables the LoRA dropout modules (None: as the recipe leaves them)."""
     from trl import get_peft_config
 
-    from trl_gsm8k.train import make_parser
+    from trl_gsm8k.config import make_parser
 
     _, args, model_args = make_parser().parse_args_and_config(args=[
         "--config", str(KL_OLD_RECIPE), "--bf16", "false", "--use_cpu", "true", "--output_dir", str(tmp_path / "o"),

@@ -676,7 +676,7 @@ def parse_recipe(recipe: str, overrides: Sequence[str] = ()) -> tuple[Any, Any, 
     import yaml
 
     from .checks import LaunchError
-    from .train import parse
+    from .config import parse
 
     try:
         _, training_args, model_args = parse(["--config", recipe, *overrides, "--bf16", "false", "--fp16", "false"])

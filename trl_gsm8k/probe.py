@@ -85,7 +85,8 @@ def probe(recipe: str, num_prompts: int = DEFAULT_NUM_PROMPTS, overrides: Sequen
 
     from .checks import LaunchError
     from .rewards import completion_text, correctness_reward
-    from .train import build_trainer, parse
+    from .config import parse
+    from .train import build_trainer
 
     if num_prompts < 1:
         raise ProbeError(f"--num-prompts must be >= 1, got {num_prompts}.")

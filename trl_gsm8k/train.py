@@ -17,7 +17,6 @@ import os
 import signal
 import sys
 import threading
-from dataclasses import dataclass, field
 
 from transformers import TrainerCallback
 
@@ -29,45 +28,14 @@ from .checks import (
     check_model_config,
     check_precision,
 )
-from .data import BUNDLED, SYSTEM_PROMPT, load_gsm8k
+from .config import GSM8KScriptArguments, parse
+from .data import SYSTEM_PROMPT, load_gsm8k
 from .doctor import Doctor
 from .models import ensure_pad_token, resolve_model_path
 from .rewards import get_reward_funcs
 from .trainer import GSM8KGRPOConfig, GSM8KGRPOTrainer
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class GSM8KScriptArguments:
-    """What to train on and which rewards score it."""
-
-    dataset_source: str = field(
-        default=BUNDLED,
-        metadata={"help": "'bundled' (the GSM8K copy in this package), a local directory of the release's "
-                  "train.jsonl/test.jsonl, or 'openai/gsm8k' (the Hub)."},
-    )
-    dataset_train_split: str = field(default="train", metadata={"help": "GSM8K split to train on."})
-    max_train_samples: int | None = field(default=None, metadata={"help": "Use only the first N problems."})
-    max_solution_steps: int | None = field(
-        default=None,
-        metadata={"help": "Train only on problems whose gold solution has at most N calculation steps (GSM8K's train "
-                  "solutions have 0-9; 2 keeps 2,734 of 7,473 train problems): easy first, for a model that solves too few to learn."},
-    )
-    prompt_format: str = field(default="chat", metadata={"help": "'chat' (system + user messages) or 'plain'."})
-    system_prompt: str | None = field(
-        default=None, metadata={"help": "Replaces the default instruction (trl_gsm8k.data.SYSTEM_PROMPT)."}
-    )
-    reward_funcs: list[str] = field(
-        default_factory=lambda: ["correctness", "format"],
-        metadata={"help": "Short names (correctness, correctness_strict, format, length, shaped, steps) or dotted "
-                  "import paths; weighted by reward_weights."},
-    )
-    doctor: bool = field(
-        default=True,
-        metadata={"help": "Watch the logged metrics and warn once per problem found (truncation, zero-variance "
-                  "groups, format reward stuck at 0, ...), with the fix (trl_gsm8k.doctor)."},
-    )
 
 
 def _bytes_per_param(model_args) -> float:
@@ -469,32 +437,6 @@ def _summary(output_dir: str, use_peft: bool, doctor: Doctor | None = None) -> s
     if doctor is not None:
         lines += doctor.summary_lines()
     return "\n".join(lines)
-
-
-def make_parser():
-    from trl import ModelConfig, TrlParser
-
-    return TrlParser((GSM8KScriptArguments, GSM8KGRPOConfig, ModelConfig))
-
-
-def parse(argv: list[str] | None = None):
-    """Parse a recipe and overrides; a bad recipe raises `LaunchError` with one clear line (the CLI prints it)."""
-    import yaml
-
-    try:
-        return make_parser().parse_args_and_config(args=argv)
-    except FileNotFoundError as exc:
-        raise LaunchError(f"recipe not found: {exc.filename or exc}") from None
-    except yaml.YAMLError as exc:
-        raise LaunchError(f"the recipe is not valid YAML: {exc}") from None
-    except ValueError as exc:
-        message = str(exc)
-        if "bf16/gpu" in message:
-            message = "bf16: true needs a GPU, and none is available. Set `bf16: false` in the recipe (or pass --bf16 false)."
-        elif "Unknown arguments from config file" in message:
-            message += " (check the key's spelling: recipe keys are fields of GSM8KScriptArguments, " \
-                       "GSM8KGRPOConfig or trl.ModelConfig)"
-        raise LaunchError(message) from None
 
 
 def cli(argv: list[str] | None = None) -> None:
