@@ -26,8 +26,8 @@ score measures the budget, not the model. A warning is printed when more than 10
 Resuming: items are appended to the JSONL as they finish. Rerunning the same command skips finished items (also
 with a larger ``--limit``); a JSONL written with other settings is refused (``--overwrite`` starts afresh).
 
-``--backend vllm`` generates with vLLM when it is installed (GPU machines). That path is short and untested
-here (no GPU, no vLLM on the development machine); the Transformers backend is the tested one.
+``--backend vllm`` generates with vLLM when it is installed (GPU machines); CI has neither, so the Transformers
+backend is the tested one (both in :mod:`trl_gsm8k.generation`).
 """
 
 from __future__ import annotations
@@ -38,33 +38,29 @@ import importlib.util
 import json
 import logging
 import math
-import os
 import re
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Iterable, Sequence
 
 from .answers import answers_match_batch, extract_answer, extract_gold, gold_steps, strip_annotations
 from .data import BUNDLED, read_rows
+from .generation import EvalError, TransformersGenerator, VLLMGenerator, _first_line, context_length, load_tokenizer, \
+    resolve_model
 
 logger = logging.getLogger("trl_gsm8k.evaluate")
 
 TRUNCATION_WARN_FRACTION = 0.10
-FEWSHOT_N = 8  # the brief's choice; lm-eval's `gsm8k` task (this format) uses 5, its `gsm8k_cot` 8 (other format)
+FEWSHOT_N = 8  # as lm-eval's `gsm8k_cot` (8 shots); its `gsm8k` task, whose format this is, uses 5
 FEWSHOT_STOP = "Question:"  # lm-eval's `until` for gsm8k; the model would go on to write the next question
 
 # lm-evaluation-harness gsm8k task: filters and the exact-match normalisation (regexes_to_ignore).
 LM_EVAL_STRICT_RE = re.compile(r"#### (\-?[0-9\.\,]+)")
 LM_EVAL_FLEXIBLE_RE = re.compile(r"(-?[$0-9.,]{2,})|(-?[0-9]+)")
 _LM_EVAL_IGNORE = [re.compile(p) for p in (r",", r"\$", r"(?s).*#### ", r"\.$")]
-
-
-class EvalError(ValueError):
-    """Input the evaluator cannot use; the message is the one line the command-line tool prints."""
 
 
 # --- metrics: pure functions -------------------------------------------------------------------------------------
@@ -229,164 +225,6 @@ def build_prompts(rows: Sequence[dict], prompt: str, tokenizer, source: str = BU
                                       add_generation_prompt=True)
         for row in rows
     ]
-
-
-# --- models ------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ResolvedModel:
-    path: str  # the weights (the base model, for an adapter)
-    adapter: str | None = None
-    tokenizer: str = ""
-
-
-def resolve_model(name: str) -> ResolvedModel:
-    """Find the weights behind ``--model``; raise :class:`EvalError` (one line) when there are none."""
-    from .models import base_model_of, is_missing_local_path, latest_checkpoint, resolve_model_path
-
-    path = Path(os.path.expanduser(name))
-    if not path.exists():
-        if is_missing_local_path(name) or not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", name):
-            raise EvalError(f"--model {name}: no such directory")
-        resolved = resolve_model_path(name)  # the offline model's name, or a Hub id (checked when loaded)
-        return ResolvedModel(resolved, None, resolved)
-    if not path.is_dir():
-        raise EvalError(f"--model {name}: not a directory")
-    if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
-        checkpoint = latest_checkpoint(path)
-        if checkpoint is None:
-            raise EvalError(f"--model {name}: holds no model (config.json), adapter or checkpoint-*/")
-        logger.warning("%s holds no final model: evaluating its latest checkpoint %s", name, checkpoint.name)
-        path = checkpoint
-    if (path / "adapter_config.json").is_file():
-        try:
-            base = base_model_of(path)
-        except ValueError:
-            raise EvalError(f"--model {name}: adapter_config.json names no base_model_name_or_path") from None
-        base_path = resolve_model_path(base)
-        if base_path.startswith(("/", ".", "~")) and not Path(os.path.expanduser(base_path)).is_dir():
-            raise EvalError(f"--model {name}: the adapter's base model {base} is not found")
-        has_tokenizer = (path / "tokenizer_config.json").is_file()
-        return ResolvedModel(base_path, str(path), str(path) if has_tokenizer else base_path)
-    return ResolvedModel(str(path), None, str(path))
-
-
-def load_tokenizer(model: ResolvedModel):
-    from transformers import AutoTokenizer
-
-    from .models import ensure_pad_token
-
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(model.tokenizer, padding_side="left")
-    except (OSError, ValueError) as exc:
-        raise EvalError(f"cannot load a tokenizer from {model.tokenizer}: {_first_line(exc)}") from None
-    return ensure_pad_token(tokenizer)
-
-
-def context_length(model_path: str) -> int | None:
-    from transformers import AutoConfig
-
-    try:
-        config = AutoConfig.from_pretrained(model_path)
-    except (OSError, ValueError) as exc:
-        raise EvalError(f"cannot load the model config from {model_path}: {_first_line(exc)}") from None
-    config = getattr(config, "text_config", None) or config
-    return getattr(config, "max_position_embeddings", None)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-# --- generation backends -----------------------------------------------------------------------------------------
-
-
-@dataclass
-class Sample:
-    text: str
-    num_tokens: int
-    truncated: bool  # cut by max_new_tokens: neither EOS nor a stop string
-
-
-class TransformersGenerator:
-    """Batched ``model.generate`` with left padding; one call per batch of prompts, K samples each."""
-
-    def __init__(self, model: ResolvedModel, tokenizer, args: argparse.Namespace, stop: str | None) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM
-
-        self.torch, self.tokenizer, self.args, self.stop = torch, tokenizer, args, stop
-        self.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = {"auto": torch.bfloat16 if self.device.startswith("cuda") else torch.float32,
-                 "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
-        try:
-            net = AutoModelForCausalLM.from_pretrained(model.path, dtype=dtype)
-        except (OSError, ValueError) as exc:
-            what = f"the base model of adapter {model.adapter}" if model.adapter else "model"
-            raise EvalError(f"cannot load {what} {model.path}: {_first_line(exc)}") from None
-        if model.adapter:
-            from peft import PeftModel
-
-            net = PeftModel.from_pretrained(net, model.adapter).merge_and_unload()
-        self.model = net.to(self.device).eval()
-        eos = self.model.generation_config.eos_token_id
-        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
-        self.eos_ids.discard(None)
-
-    def __call__(self, prompts: list[str], seed: int) -> list[list[Sample]]:
-        torch, args, k = self.torch, self.args, self.args.num_samples
-        enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        sampling = args.temperature is not None and args.temperature > 0
-        kwargs = dict(do_sample=True, temperature=args.temperature, top_p=1.0, top_k=0) if sampling else dict(
-            do_sample=False, temperature=None, top_p=None, top_k=None)
-        if self.stop:
-            kwargs.update(stop_strings=[self.stop], tokenizer=self.tokenizer)
-        torch.manual_seed(seed)
-        with torch.inference_mode():
-            out = self.model.generate(**enc, max_new_tokens=args.max_new_tokens, num_return_sequences=k,
-                                      pad_token_id=self.tokenizer.pad_token_id, **kwargs)
-        generated = out[:, enc["input_ids"].shape[1]:].tolist()
-        samples = []
-        for ids in generated:
-            end = next((i + 1 for i, t in enumerate(ids) if t in self.eos_ids), None)
-            kept = ids[:end] if end else [t for t in ids if t != self.tokenizer.pad_token_id]
-            text = self.tokenizer.decode(kept, skip_special_tokens=True)
-            stopped = bool(self.stop) and self.stop in text
-            if stopped:
-                text = text.split(self.stop, 1)[0]
-            samples.append(Sample(text, len(kept), end is None and not stopped))
-        return [samples[i * k:(i + 1) * k] for i in range(len(prompts))]
-
-
-class VLLMGenerator:
-    """vLLM (``--backend vllm``): same prompts and sampling settings; a LoRA adapter is served with LoRARequest.
-
-    Not tested here (no GPU, no vLLM on the development machine).
-    """
-
-    def __init__(self, model: ResolvedModel, tokenizer, args: argparse.Namespace, stop: str | None) -> None:
-        try:
-            from vllm import LLM, SamplingParams
-        except ImportError:
-            raise EvalError("--backend vllm needs vLLM: `pip install vllm` (GPU machines only)") from None
-        self.llm = LLM(model=model.path, tokenizer=model.tokenizer, seed=args.seed, enable_lora=bool(model.adapter),
-                       dtype="auto" if args.dtype == "auto" else args.dtype)
-        self.lora = None
-        if model.adapter:
-            from vllm.lora.request import LoRARequest
-
-            self.lora = LoRARequest("adapter", 1, model.adapter)
-        self.params = SamplingParams(n=args.num_samples, temperature=args.temperature or 0.0,
-                                     max_tokens=args.max_new_tokens, stop=[stop] if stop else None)
-        self.params_cls = SamplingParams
-
-    def __call__(self, prompts: list[str], seed: int) -> list[list[Sample]]:
-        params = self.params.clone()
-        params.seed = seed
-        outputs = self.llm.generate(prompts, params, lora_request=self.lora, use_tqdm=False)
-        return [[Sample(c.text, len(c.token_ids), c.finish_reason == "length") for c in o.outputs] for o in outputs]
 
 
 # --- the run -----------------------------------------------------------------------------------------------------
