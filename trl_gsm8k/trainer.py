@@ -12,6 +12,8 @@ pinned by ``tests/test_trainer.py``:
   ``_get_per_token_logps_and_entropies``, reads ``inputs["old_per_token_logps"]`` (present only when
   ``gradient_accumulation_steps % (steps_per_generation * num_iterations) != 0``), normalises the per-token
   loss per ``loss_type`` and logs ``entropy``.
+- With ``dynamic_sampling``, the rounds' outputs are stacked row by row: ``_concat_rows`` knows the keys of TRL's
+  text-only output and refuses any other (a new key fails loudly instead of being dropped).
 
 Reference model: with ``beta: 0`` (TRL's default) none is created. With ``beta > 0`` and full fine-tuning TRL
 loads a second, frozen copy of the model; with a PEFT model TRL's reference is the same model with the
