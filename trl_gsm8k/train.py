@@ -3,8 +3,8 @@
     accelerate launch --config_file accelerate_configs/zero2_offload.yaml -m trl_gsm8k.train \\
         --config recipes/<recipe>.yaml [--any_field value ...]
 
-A recipe (YAML) sets any field of `GSM8KScriptArguments`, `GSM8KGRPOConfig` (both in `config.py`) (TRL's `GRPOConfig` plus
-ours) and TRL's `ModelConfig`; command-line flags override it. Everything that can be checked without weights
+A recipe (YAML) sets any field of `GSM8KScriptArguments`, `GSM8KGRPOConfig` (TRL's `GRPOConfig` plus ours; both
+in `config.py`) and TRL's `ModelConfig`; command-line flags override it. Everything that can be checked without weights
 (launch set-up, precision, reward names, model config, memory) is checked first.
 """
 
