@@ -51,7 +51,9 @@ ARMS = {"plain": "plain TRL `GRPOTrainer`", "ours": "`GSM8KGRPOTrainer`",
         "dyn": "`GSM8KGRPOTrainer` + dynamic sampling",
         "dyn_easy": "`GSM8KGRPOTrainer` + dynamic sampling, problems of ≤ 2 steps",
         "dyn_easy_g16": "`GSM8KGRPOTrainer` + dynamic sampling, ≤ 2 steps, group 16",
-        "dyn_easy_4p": "`GSM8KGRPOTrainer` + dynamic sampling, ≤ 2 steps, 4 prompts per round"}
+        "dyn_easy_4p": "`GSM8KGRPOTrainer` + dynamic sampling, ≤ 2 steps, 4 prompts per round",
+        "dyn_easy_4p_fill": "`GSM8KGRPOTrainer` + dynamic sampling, ≤ 2 steps, 4 prompts per round, short batches "
+                            "filled with trained groups"}
 WITH_STEPS = {"reward_funcs": ["correctness", "format", "steps"], "reward_weights": [1.0, 0.5, 0.5]}
 DYNAMIC = {"dynamic_sampling": True, "max_sampling_rounds": 4}
 RECIPE_CHANGES = {
@@ -59,6 +61,8 @@ RECIPE_CHANGES = {
     "dyn": DYNAMIC, "dyn_easy": {**DYNAMIC, "max_solution_steps": 2},
     "dyn_easy_g16": {**DYNAMIC, "max_solution_steps": 2, "num_generations": 16, "per_device_train_batch_size": 16},
     "dyn_easy_4p": {**DYNAMIC, "max_solution_steps": 2, "per_device_train_batch_size": 32},
+    "dyn_easy_4p_fill": {**DYNAMIC, "max_sampling_rounds": 2, "dynamic_sampling_fill": "trained",
+                         "max_solution_steps": 2, "per_device_train_batch_size": 32},
 }
 """What an arm changes in the recipe."""
 INFORMATIVE = "bench/informative_groups"
@@ -386,11 +390,11 @@ def main() -> None:
         (out / "started.txt").write_text(time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
     started = (out / "started.txt").read_text()
     base = a.model or "smollm2-135m-instruct"
-    before = None if a.skip_eval else evaluate(base, out / "before", a.eval_limit)
     arms = a.arms.split(",")
     if unknown := set(arms) - set(ARMS):
         parser.error(f"unknown arms {sorted(unknown)}: choose from {', '.join(ARMS)}")
-    logs = {arm: train(arm, out / arm, a.budget_min * 60, a.model) for arm in arms}
+    logs = {arm: train(arm, out / arm, a.budget_min * 60, a.model) for arm in arms}  # the timed part first
+    before = None if a.skip_eval else evaluate(base, out / "before", a.eval_limit)
     after = {} if a.skip_eval else {arm: evaluate(str(out / arm / "model"), out / arm, a.eval_limit) for arm in arms}
     easy_before = easy_after = None
     if a.easy_eval and not a.skip_eval:

@@ -134,6 +134,8 @@ def test_config_checks(tiny_model_dir, tmp_path):
         make_args(tmp_path, max_sampling_rounds=0)
     with pytest.raises(ValueError, match="not supported with use_vllm"):
         make_args(tmp_path, use_vllm=True)
+    with pytest.raises(ValueError, match="dynamic_sampling_fill must be 'masked' or 'trained'"):
+        make_args(tmp_path, dynamic_sampling_fill="drop")
     args = make_args(tmp_path, dynamic_sampling_reward="steps_reward")
     with pytest.raises(ValueError, match=r"dynamic_sampling_reward='steps_reward' is not one of the reward functions"):
         _trainer(args, tiny_model_dir)
@@ -191,6 +193,46 @@ def test_short_batch_trains_on_what_it_has_and_says_so(tiny_model_dir, tmp_path,
     logs = trainer.state.log_history[0]
     assert logs["sampling/groups_kept"] == 0 and logs["sampling/groups_short"] == 2 and logs["loss"] == 0.0
     assert "after 3 rounds, 0 of 2 groups" in caplog.text
+
+
+def even_prompt_varies(completions, idx, **kwargs):
+    """A shaped term with variance only in the groups of even prompts: what a format reward gives a weak model."""
+    return [float(i % G) if x % 2 == 0 else 0.0 for i, x in enumerate(idx)]
+
+
+def test_short_batch_fill_trained_keeps_the_shaped_signal(tiny_model_dir, tmp_path):
+    """dynamic_sampling_fill: trained fills the short batch with the last round's dropped groups, those whose
+    summed reward varies first, and trains on their advantages instead of masking them."""
+    target = 4
+    args = make_args(tmp_path, max_steps=1, per_device_train_batch_size=target * G, max_sampling_rounds=2,
+                     dynamic_sampling_fill="trained", reward_weights=[1.0, 0.1])
+    idx = [1, 13, 3, 4, 5, 7, 8, 17, 11]  # one informative prompt (3); even ones vary on the shaped term
+    dataset = Dataset.from_dict({"prompt": [f"What is {i} + 1?" for i in idx], "idx": idx})
+    trainer = _trainer(args, tiny_model_dir, reward_funcs=(correctness_reward, even_prompt_varies), dataset=dataset)
+    merged = record_rounds(trainer)
+    trainer.train()
+    (rounds, output), = merged
+    assert len(rounds) == 2
+    keep = expected_selection(rounds, target)
+    short = target - len(keep) // G
+    assert short > 0, "the test's data must leave the batch short"
+    last_idx, last = rounds[-1]
+    dropped = [g for g in range(target) if not informative_idx(last_idx[g * G])]
+    varying = [g for g in dropped if last_idx[g * G] % 2 == 0]
+    fill = sorted((varying + [g for g in dropped if g not in varying])[:short])  # stacked in batch order
+    assert varying and fill != dropped[:short], "the test's data must tell a varying-first fill from batch order"
+    expected = keep + [(len(rounds) - 1, g * G + k) for g in fill for k in range(G)]
+    assert output["advantages"].shape == (target * G,)
+    for i, (r, row) in enumerate(expected):
+        source = rounds[r][1]
+        assert rows_of(output, "completion_ids", i) == rows_of(source, "completion_ids", row), i
+        assert output["advantages"][i] == source["advantages"][row]
+        assert output["completion_mask"][i].sum() == source["completion_mask"][row].sum()
+    assert output["num_items_in_batch"] == output["completion_mask"].sum() > 0
+    filled_advantages = output["advantages"][len(keep):].view(short, G)
+    assert int(filled_advantages.ne(0).any(dim=1).sum()) == min(short, len(varying)) > 0
+    logs = trainer.state.log_history[0]
+    assert logs["sampling/groups_short"] == short and logs["loss"] != 0.0
 
 
 def test_accumulation_steps_per_generation_and_reuse(tiny_model_dir, tmp_path):

@@ -69,8 +69,18 @@ class GSM8KGRPOConfig(GRPOConfig):
         default=4,
         metadata={
             "help": "With dynamic_sampling, at most this many generation rounds per generation batch; when the "
-            "batch is still not full, it trains on the groups it kept and masks out the rest (logged as "
-            "sampling/groups_short)."
+            "batch is still not full, it trains on the groups it kept and fills the rest as dynamic_sampling_fill "
+            "says (logged as sampling/groups_short)."
+        },
+    )
+    dynamic_sampling_fill: str = field(
+        default="masked",
+        metadata={
+            "help": "With dynamic_sampling, what fills a batch still short after max_sampling_rounds: the last "
+            "round's dropped groups, either masked out of the loss ('masked': train only on the kept groups) or "
+            "trained on their advantages from the summed reward, those whose summed reward still varies first "
+            "('trained': while no completion is correct, the format reward keeps teaching).",
+            "choices": ["masked", "trained"],
         },
     )
 
@@ -116,6 +126,8 @@ class GSM8KGRPOConfig(GRPOConfig):
                 "steps_per_generation > gradient_accumulation_steps (so that a generation batch is reused after "
                 "an optimizer step), or set kl_old_coef to 0."
             )
+        if self.dynamic_sampling_fill not in ("masked", "trained"):
+            raise ValueError(f"dynamic_sampling_fill must be 'masked' or 'trained', got {self.dynamic_sampling_fill!r}.")
         if self.max_sampling_rounds < 1:
             raise ValueError(f"max_sampling_rounds must be >= 1, got {self.max_sampling_rounds}.")
         if self.dynamic_sampling:

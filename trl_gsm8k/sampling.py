@@ -50,7 +50,8 @@ def refill_indices(position: int, count: int, dataset_size: int, seed: int, shuf
 
     Refill prompts come from their own pass over the train set, in a fixed order per pass (a permutation seeded by
     ``seed`` and the pass number, or the dataset's order with ``shuffle=False``), independent of the dataloader's
-    order. The only state is ``position``, so a resumed run that restores it sees the same sequence.
+    order (TRL's sampler permutes with ``seed`` itself; the offset keeps the refill from replaying its sequence).
+    The only state is ``position``, so a resumed run that restores it sees the same sequence.
 
     >>> refill_indices(3, 4, dataset_size=5, seed=0, shuffle=False)
     [3, 4, 0, 1]
@@ -63,7 +64,7 @@ def refill_indices(position: int, count: int, dataset_size: int, seed: int, shuf
     while len(out) < count:
         cycle, offset = divmod(position + len(out), dataset_size)
         if shuffle:
-            order = torch.randperm(dataset_size, generator=torch.Generator().manual_seed(seed * 1_000_003 + cycle))
+            order = torch.randperm(dataset_size, generator=torch.Generator().manual_seed((seed + 1) * 1_000_003 + cycle))
         else:
             order = torch.arange(dataset_size)
         out.extend(order[offset : offset + count - len(out)].tolist())

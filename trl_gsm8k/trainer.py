@@ -146,11 +146,15 @@ class GSM8KGRPOTrainer(GRPOTrainer):
                 break
             batch = self._refill_batch(num_local)
         short = target - int(kept[rank])
-        if short > 0:  # the last round's dropped groups keep the batch's shape and teach nothing
-            filler = (~take[rank]).nonzero().flatten()[:short]
+        if short > 0:  # the last round's dropped groups keep the batch's shape
+            dropped = (~take[rank]).nonzero().flatten().tolist()
+            masked = self.args.dynamic_sampling_fill == "masked"
+            if not masked:  # groups whose summed reward still varies (e.g. the format term) teach that much
+                varies = output["advantages"].detach().view(target, G).ne(0).any(dim=1).cpu()
+                dropped.sort(key=lambda g: not bool(varies[g]))
             filler_mask = torch.zeros(target, dtype=torch.bool)
-            filler_mask[filler] = True
-            parts.append((output, _group_rows(filler_mask, G), True))
+            filler_mask[dropped[:short]] = True
+            parts.append((output, _group_rows(filler_mask, G), masked))
 
         merged = _concat_rows(parts, self._tokenizer.pad_token_id)
         loss_mask = merged["completion_mask"] if "tool_mask" not in merged else merged["completion_mask"] * merged["tool_mask"]
@@ -164,11 +168,13 @@ class GSM8KGRPOTrainer(GRPOTrainer):
         if groups_short and not self._warned_short_batch:
             self._warned_short_batch = True
             logger.warning(
-                "dynamic sampling: after %d rounds, %d of %d groups of this batch had variance on %s; training on "
-                "them, the rest masked out (sampling/groups_short). Most groups teach nothing: raise "
-                "max_sampling_rounds, num_generations or temperature, or train on easier problems "
-                "(max_solution_steps).", rounds, int(kept.clamp(max=target).sum()), num_processes * target,
+                "dynamic sampling: after %d rounds, %d of %d groups of this batch had variance on %s; the rest of "
+                "the batch is filled with dropped groups, %s (dynamic_sampling_fill, sampling/groups_short). Most "
+                "groups teach nothing: raise max_sampling_rounds, num_generations or temperature, or train on easier "
+                "problems (max_solution_steps).", rounds, int(kept.clamp(max=target).sum()), num_processes * target,
                 self.args.dynamic_sampling_reward,
+                "masked out of the loss" if self.args.dynamic_sampling_fill == "masked"
+                else "trained on their summed-reward advantages",
             )
         return merged
 
