@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-logger = logging.getLogger("trl_gsm8k.evaluate")
+logger = logging.getLogger("trl_gsm8k.evaluate")  # one name for all the evaluator's messages
 
 
 class EvalError(ValueError):
@@ -166,7 +166,6 @@ class VLLMGenerator:
             self.lora = LoRARequest("adapter", 1, model.adapter)
         self.params = SamplingParams(n=args.num_samples, temperature=args.temperature or 0.0,
                                      max_tokens=args.max_new_tokens, stop=[stop] if stop else None)
-        self.params_cls = SamplingParams
 
     def __call__(self, prompts: list[str], seed: int) -> list[list[Sample]]:
         params = self.params.clone()
