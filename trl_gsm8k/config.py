@@ -245,6 +245,8 @@ def _recipe_errors() -> Iterator[None]:
         yield
     except FileNotFoundError as exc:
         raise LaunchError(f"recipe not found: {exc.filename or exc}") from None
+    except OSError as exc:  # a directory, no permission: say which path, not a traceback
+        raise LaunchError(f"cannot read the recipe {exc.filename or ''}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise LaunchError(f"the recipe is not valid YAML: {exc}") from None
     except ValueError as exc:
