@@ -660,7 +660,9 @@ def load_model_config(name_or_path: str, model_config_dir: str | None = None) ->
     if key in BUNDLED_CONFIGS:
         bundled = resources.files("trl_gsm8k") / "resources" / "model_configs" / BUNDLED_CONFIGS[key]
         return json.loads(bundled.read_text()), f"bundled {BUNDLED_CONFIGS[key]}"
-    if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~")) and _hub_reachable():
+    from .models import looks_like_hub_id
+
+    if "/" in name_or_path and looks_like_hub_id(name_or_path) and _hub_reachable():
         try:
             from huggingface_hub import hf_hub_download
 
