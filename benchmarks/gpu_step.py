@@ -170,8 +170,9 @@ class Probe:
 def planner_estimate(recipe: str, accelerate_config: str, overrides: list[str], model_dir: Path,
                      prompt_tokens: int, device: str = "cuda") -> dict:
     from trl_gsm8k import memory
+    from trl_gsm8k.config import read_recipe
 
-    training_args, model_args, mixed = memory.parse_recipe(recipe, overrides)
+    _, training_args, model_args, mixed = read_recipe(recipe, overrides)
     config, _ = memory.load_model_config(str(model_dir))
     shape = memory.ModelShape.from_config(config)
     zero, processes = memory.read_accelerate_config(accelerate_config)

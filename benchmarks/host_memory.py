@@ -55,8 +55,9 @@ def peak_rss(cmd: list[str], env: dict) -> tuple[float, int, str]:
 
 def planned(overrides: list[str]):
     from trl_gsm8k import memory
+    from trl_gsm8k.config import read_recipe
 
-    training_args, model_args, mixed = memory.parse_recipe(RECIPE, overrides)
+    _, training_args, model_args, mixed = read_recipe(RECIPE, overrides)
     config, _ = memory.load_model_config(model_args.model_name_or_path)
     shape = memory.ModelShape.from_config(config)
     run = memory.settings_from_args(training_args, model_args, config, mixed)

@@ -6,7 +6,7 @@ Run by hand (not a test):  python benchmarks/rewards.py  [--output benchmarks/re
 - Agreement on a set of completions written in the declaration formats real models use (#### N, \\boxed{},
   "the answer is", Answer:, ## Final Answer, <think>), half of them wrong on purpose.
 - Throughput of `correctness_reward` and `trl.rewards.accuracy_reward` on the same completions, same process.
-- For reference, lm-evaluation-harness's strict/flexible GSM8K extraction (`trl_gsm8k.evaluate.lm_eval_extract`).
+- For reference, lm-evaluation-harness's strict/flexible GSM8K extraction (`trl_gsm8k.scoring.lm_eval_extract`).
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ from trl.rewards import accuracy_reward
 
 from trl_gsm8k.answers import _gold_from_text, extract_gold
 from trl_gsm8k.data import read_rows
-from trl_gsm8k.evaluate import lm_eval_correct, lm_eval_extract
 from trl_gsm8k.rewards import correctness_reward, correctness_reward_strict
+from trl_gsm8k.scoring import lm_eval_correct, lm_eval_extract
 
 ROOT = Path(__file__).resolve().parent.parent
 SOLUTIONS = ROOT / "tests" / "assets" / "example_model_solutions.jsonl.gz"

@@ -12,7 +12,7 @@ from trl_gsm8k.checks import (
     check_precision,
     estimate_weight_bytes,
 )
-from trl_gsm8k.config import parse
+from trl_gsm8k.config import parse, read_recipe
 from trl_gsm8k.train import cli
 
 
@@ -90,6 +90,38 @@ def test_recipe_errors_raise_one_clear_line_and_the_cli_prints_it(tmp_path):
         parse(["--config", str(indivisible), "--output_dir", str(tmp_path)])
     with pytest.raises(SystemExit, match="^error: recipe not found"):  # only the CLI exits
         cli(["--config", str(tmp_path / "missing.yaml")])
+
+
+@pytest.mark.parametrize("reader", [lambda path: parse(["--config", path]), read_recipe],
+                         ids=["parse", "read_recipe"])
+def test_both_recipe_readers_refuse_bad_recipes_in_one_line(tmp_path, reader):
+    cases = {"bad.yaml": ("learning_rate: [1e-5\n", "not valid YAML"),
+             "list.yaml": ("- bf16: false\n", "must contain a YAML mapping"),
+             "unknown.yaml": ("learning_rte: 1.0e-5\nbf16: false\n", "learning_rte.*check the key's spelling")}
+    for name, (text, message) in cases.items():
+        (tmp_path / name).write_text(text)
+        with pytest.raises(LaunchError, match=message):
+            reader(str(tmp_path / name))
+    with pytest.raises(LaunchError, match="recipe not found"):
+        reader(str(tmp_path / "missing.yaml"))
+    with pytest.raises(LaunchError, match=f"cannot read the recipe {tmp_path}"):
+        reader(str(tmp_path))  # a directory
+
+
+def test_read_recipe_reads_a_gpu_recipe_without_a_gpu_and_keeps_its_precision(tmp_path):
+    recipe = tmp_path / "gpu.yaml"
+    recipe.write_text("bf16: true\nlearning_rate: 3.0e-6\nsystem_prompt: Be brief.\n")
+    read = read_recipe(str(recipe), ["--output_dir", str(tmp_path)])
+    assert read.mixed_precision and not read.training_args.bf16  # built without bf16: no GPU needed
+    assert read.training_args.learning_rate == 3e-6 and read.script_args.system_prompt == "Be brief."
+    assert not read_recipe(str(recipe), ["--output_dir", str(tmp_path), "--bf16", "false"]).mixed_precision
+    cpu = tmp_path / "cpu.yaml"
+    cpu.write_text("bf16: false\nlearning_rate: 3.0e-6\nnum_generations: 4\nper_device_train_batch_size: 4\n")
+    overrides = ["--output_dir", str(tmp_path), "--num_generations", "2"]
+    read = read_recipe(str(cpu), overrides)
+    parsed = parse(["--config", str(cpu), *overrides])
+    assert not read.mixed_precision and read.training_args.num_generations == 2
+    assert read.training_args.to_dict() == parsed[1].to_dict() and read.script_args == parsed[0]
 
 
 def test_cli_reports_launch_errors_before_loading_weights(tmp_path, tiny_model_dir):

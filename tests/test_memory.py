@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from trl_gsm8k import memory
+from trl_gsm8k.config import read_recipe
 from trl_gsm8k.memory import GIB, ModelShape, RunSettings, ZeroSetup, estimate
 
 CONFIGS = Path(memory.__file__).parent / "resources" / "model_configs"
@@ -76,11 +77,11 @@ def test_a_small_gpu_gets_a_verdict_naming_one_change():
     assert memory.advise(s, RunSettings(use_peft=True), ZERO2_OFFLOAD, 8) is None
 
 
-# --- the recipes, parsed by trl_gsm8k.config.parse ---
+# --- the recipes, read by trl_gsm8k.config.read_recipe ---
 
 def plan(recipe: str, accelerate: str = "zero2_offload", gpu_gb: float = 8.0, processes: int = 1,
          cpu_gb: float = float("inf")):
-    training_args, model_args, mixed = memory.parse_recipe(f"recipes/{recipe}.yaml", ["--output_dir", "/tmp/x"])
+    _, training_args, model_args, mixed = read_recipe(f"recipes/{recipe}.yaml", ["--output_dir", "/tmp/x"])
     config, _ = memory.load_model_config(model_args.model_name_or_path)
     s = ModelShape.from_config(config)
     run = memory.settings_from_args(training_args, model_args, config, mixed)
@@ -137,7 +138,14 @@ def run_main(capsys, *argv):
 @pytest.mark.parametrize("value", ["0", "-8", "eight", "nan", "inf"])
 def test_gpu_gb_must_be_positive(capsys, value):
     code, err = run_main(capsys, "--config", "recipes/r1-distill-qwen-1.5b_qlora.yaml", "--gpu-gb", value)
-    assert code == 2 and err == f"error: --gpu-gb must be a positive number, got {value!r}."
+    assert code == 2 and err == f"error: argument --gpu-gb: must be a positive number, got {value!r}."
+
+
+@pytest.mark.parametrize("flag, value", [("--num-processes", "1.5"), ("--num-processes", "0"),
+                                         ("--prompt-tokens", "many")])
+def test_counts_must_be_positive_whole_numbers(capsys, flag, value):
+    code, err = run_main(capsys, "--config", "recipes/r1-distill-qwen-1.5b_qlora.yaml", "--gpu-gb", "8", flag, value)
+    assert code == 2 and err == f"error: argument {flag}: must be a positive whole number, got {value!r}."
 
 
 def test_bad_gpu_gb_from_the_command_line_has_no_traceback():
@@ -255,7 +263,7 @@ def test_cli_judges_host_memory_and_defaults_to_this_machines_ram(capsys):
 def test_cpu_gb_must_be_positive(capsys, value):
     code, err = run_main(capsys, "--config", "recipes/r1-distill-qwen-1.5b_qlora.yaml", "--gpu-gb", "8",
                          "--cpu-gb", value)
-    assert code == 2 and err == f"error: --cpu-gb must be a positive number, got {value!r}."
+    assert code == 2 and err == f"error: argument --cpu-gb: must be a positive number, got {value!r}."
 
 
 def test_readme_states_the_planners_own_figures(capsys):

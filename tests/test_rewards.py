@@ -51,6 +51,21 @@ def test_trainer_keyword_arguments_are_accepted():
     assert out == [1.0]
 
 
+def test_correctness_logs_accuracy_over_graded_completions():
+    logged = []
+    log_metric = lambda name, value: logged.append((name, value))  # noqa: E731 - TRL's log_metric signature
+    completions = [GOOD, "#### 17", GOOD, "9 * 2 = 18"]
+    out = correctness_reward(completions, answer=["18", "18", "#### eighteen", "18"], log_metric=log_metric)
+    assert out == [1.0, 0.0, None, 0.0]
+    assert logged == [("accuracy", 1.0), ("accuracy", 0.0), ("accuracy", 0.0)]  # TRL averages: 1 of 3 graded
+    logged.clear()
+    correctness_reward_strict(["The answer is 18.", GOOD], answer=["18", "18"], log_metric=log_metric)
+    assert logged == [("accuracy_strict", 0.0), ("accuracy_strict", 1.0)]
+    logged.clear()
+    ShapedReward(correctness_weight=3.0)([GOOD, "#### 17"], answer=["18", "18"], log_metric=log_metric)
+    assert logged == [("accuracy", 1.0), ("accuracy", 0.0)]
+
+
 def test_format_reward_wants_a_last_hash_line():
     assert format_reward([GOOD, "#### 18\nHope this helps!", "\\boxed{18}", "####", chat(GOOD + "\n\n")]) == [
         1.0, 0.0, 0.0, 0.0, 1.0,
@@ -75,7 +90,9 @@ def test_rewards_pickle_and_keep_their_names():
     for fn in (ShapedReward(format_weight=0.3), CorrectnessReward("strict"), LengthReward(1, 2)):
         clone = pickle.loads(pickle.dumps(fn))
         assert clone.__name__ == fn.__name__ and repr(clone) == repr(fn)
-    assert pickle.loads(pickle.dumps(shaped_reward)) is shaped_reward
+    for fn in (correctness_reward, correctness_reward_strict, length_reward, shaped_reward, format_reward):
+        clone = pickle.loads(pickle.dumps(fn))
+        assert clone.__name__ == fn.__name__ and clone([GOOD], answer=["18"]) == fn([GOOD], answer=["18"])
     assert set(REWARDS) == {"correctness", "correctness_strict", "format", "length", "shaped", "steps"}
 
 

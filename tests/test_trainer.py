@@ -13,6 +13,7 @@ from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer, TrlParser
 
 from trl_gsm8k.advantages import group_advantages
+from trl_gsm8k.rewards import CorrectnessReward, ShapedReward
 from trl_gsm8k.trainer import GSM8KGRPOConfig, GSM8KGRPOTrainer
 
 G = 4
@@ -39,8 +40,8 @@ def position_reward(completions, **kwargs):
     return [float(i % G) for i in range(len(completions))]
 
 
-def correctness_reward(completions, idx, **kwargs):
-    """Named like trl_gsm8k.rewards.correctness_reward: 1 for the first completion of each group."""
+def first_of_group_reward(completions, idx, **kwargs):
+    """1 for the first completion of each group."""
     return [1.0 if i % G == 0 else 0.0 for i in range(len(completions))]
 
 
@@ -157,7 +158,7 @@ def test_trl_internals_pinned():
 def test_train_reference_free_metrics_and_advantages(tiny_model_dir, tmp_path):
     args = make_args(tmp_path, per_device_train_batch_size=2 * G, reward_weights=[1.0, 0.5, 2.0])
     trainer = GSM8KGRPOTrainer(
-        model=tiny_model_dir, reward_funcs=[position_reward, correctness_reward, sometimes_none_reward],
+        model=tiny_model_dir, reward_funcs=[position_reward, first_of_group_reward, sometimes_none_reward],
         args=args, train_dataset=make_dataset(),
     )
     assert trainer.beta == 0.0 and trainer.ref_model is None
@@ -178,19 +179,32 @@ def test_train_reference_free_metrics_and_advantages(tiny_model_dir, tmp_path):
         assert key in logs
     assert logs["reward/mean"] == logs["reward"] and logs["reward/std"] == logs["reward_std"]
     assert logs["policy/entropy"] == logs["entropy"]
-    assert logs["accuracy"] == pytest.approx(0.25)
     assert logs["frac_zero_std_groups"] == 0.0
     assert logs["advantage/mean"] == pytest.approx(0.0, abs=1e-6)
     assert logs["advantage/std"] == pytest.approx(1.0, abs=1e-5)
 
 
-def test_accuracy_leaves_out_completions_whose_gold_is_unreadable(tiny_model_dir, tmp_path):
-    def correctness_reward(completions, idx, **kwargs):  # None (unreadable gold) for prompt 0; one right in 4 else
-        return [None if x == 0 else float(i % G == 0) for i, x in enumerate(idx)]
+class FirstOfGroupRight(CorrectnessReward):
+    """The real correctness reward, scoring texts in which the first completion of each group declares the gold
+    (a tiny random model writes nothing right)."""
 
-    args = make_args(tmp_path, per_device_train_batch_size=2 * G, shuffle_dataset=False)
-    trainer = GSM8KGRPOTrainer(model=tiny_model_dir, reward_funcs=[correctness_reward], args=args,
-                               train_dataset=make_dataset(2))
+    def __call__(self, completions, answer, **kwargs):
+        texts = [f"#### {a}" if i % G == 0 else c for i, (c, a) in enumerate(zip(completions, answer))]
+        return super().__call__(texts, answer, **kwargs)
+
+
+@pytest.mark.parametrize("ours", [True, False], ids=["GSM8KGRPOTrainer", "GRPOTrainer"])
+def test_accuracy_comes_from_the_correctness_reward_and_leaves_out_unreadable_golds(tiny_model_dir, tmp_path, ours):
+    dataset = Dataset.from_dict({"prompt": ["What is 0 + 1?", "What is 1 + 1?"], "answer": ["no number", "2"]})
+    kwargs = dict(output_dir=str(tmp_path / "out"), bf16=False, use_cpu=True, report_to="none",
+                  max_completion_length=8, num_generations=G, per_device_train_batch_size=2 * G, max_steps=1,
+                  logging_steps=1, save_strategy="no", seed=0, shuffle_dataset=False)
+    trainer_cls, config_cls = (GSM8KGRPOTrainer, GSM8KGRPOConfig) if ours else (GRPOTrainer, GRPOConfig)
+    weighted = ShapedReward(correctness_weight=2.0)
+    weighted.correctness = FirstOfGroupRight()
+    weighted.__name__ = "renamed_and_weighted"
+    trainer = trainer_cls(model=tiny_model_dir, reward_funcs=[weighted], args=config_cls(**kwargs),
+                          train_dataset=dataset)
     trainer.train()
     assert trainer.state.log_history[0]["accuracy"] == pytest.approx(0.25)  # 1 of 4 graded, not 1 of 8
 
@@ -209,7 +223,7 @@ def test_unscorable_rows_and_all_equal_groups_get_zero(tiny_model_dir, tmp_path)
         assert torch.all(output["advantages"] == 0)
     for logs in trainer.state.log_history[:-1]:
         assert math.isfinite(logs["loss"]) and logs["frac_zero_std_groups"] == 1.0
-        assert "accuracy" not in logs  # no correctness_reward among the reward functions
+        assert "accuracy" not in logs  # no correctness reward among the reward functions
 
 
 def test_trl_estimator_keeps_trl_advantages(tiny_model_dir, tmp_path):

@@ -5,7 +5,10 @@ evaluator read recipes through this module; it holds no behaviour of the trainer
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from trl import GRPOConfig
 
@@ -197,12 +200,53 @@ def make_parser():
 
 def parse(argv: list[str] | None = None):
     """Parse a recipe and overrides; a bad recipe raises `LaunchError` with one clear line (the CLI prints it)."""
+    with _recipe_errors():
+        return make_parser().parse_args_and_config(args=argv)
+
+
+class Recipe(NamedTuple):
+    script_args: GSM8KScriptArguments
+    training_args: GSM8KGRPOConfig
+    model_args: Any  # trl.ModelConfig
+    mixed_precision: bool  # bf16 or fp16 asked for, by the recipe or the overrides
+
+
+def read_recipe(recipe: str, overrides: Sequence[str] = ()) -> Recipe:
+    """A recipe's settings, for tools that plan or evaluate rather than train: the YAML is read once, and the
+    dataclasses are built with bf16/fp16 off so that a GPU recipe reads on a machine without a GPU;
+    ``mixed_precision`` keeps what was asked (GRPOConfig's default: bf16 unless fp16). The recipe's ``env`` block
+    is not applied. Raises `LaunchError` as :func:`parse` does.
+    """
+    import yaml
+
+    parser = make_parser()
+    with _recipe_errors():
+        with open(recipe) as f:
+            data = yaml.safe_load(f)
+        if not isinstance(data, dict):
+            raise ValueError(f"Config file {recipe} must contain a YAML mapping.")
+        data.pop("env", None)
+        unknown = parser.set_defaults_with_config(**data)
+        if unknown:
+            raise ValueError(f"Unknown arguments from config file: {unknown}.")
+        asked, _ = parser.parse_known_args(list(overrides))  # recipe values as defaults, overrides on top
+        fp16 = bool(asked.fp16)
+        mixed = fp16 or (not fp16 if asked.bf16 is None else bool(asked.bf16))
+        script_args, training_args, model_args = parser.parse_args_into_dataclasses(
+            args=[*overrides, "--bf16", "false", "--fp16", "false"])
+    return Recipe(script_args, training_args, model_args, mixed)
+
+
+@contextmanager
+def _recipe_errors() -> Iterator[None]:
     import yaml
 
     try:
-        return make_parser().parse_args_and_config(args=argv)
+        yield
     except FileNotFoundError as exc:
         raise LaunchError(f"recipe not found: {exc.filename or exc}") from None
+    except OSError as exc:  # a directory, no permission: say which path, not a traceback
+        raise LaunchError(f"cannot read the recipe {exc.filename or ''}: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
         raise LaunchError(f"the recipe is not valid YAML: {exc}") from None
     except ValueError as exc:

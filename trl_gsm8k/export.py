@@ -9,15 +9,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
-from .models import base_model_of, is_missing_local_path, resolve_model_path
+from .models import adapter_tokenizer, base_model_of, is_missing_local_path, merge_adapter, resolve_model_path
 
 
 def export_merged(checkpoint: str, output: str, base_model: str | None = None, dtype: str = "auto") -> str:
     """Load ``base + adapter``, merge the adapter into the weights, save model and tokenizer to ``output``."""
     import torch
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     base = resolve_model_path(base_model or base_model_of(checkpoint))
@@ -25,10 +23,8 @@ def export_merged(checkpoint: str, output: str, base_model: str | None = None, d
         raise FileNotFoundError(f"Base model {base!r} of adapter {checkpoint} not found; pass --base-model PATH.")
     torch_dtype = dtype if dtype == "auto" else getattr(torch, dtype)
     model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
-    merged = PeftModel.from_pretrained(model, checkpoint).merge_and_unload()
-    merged.save_pretrained(output)
-    tokenizer_source = checkpoint if (Path(checkpoint) / "tokenizer_config.json").is_file() else base
-    AutoTokenizer.from_pretrained(tokenizer_source).save_pretrained(output)
+    merge_adapter(model, checkpoint).save_pretrained(output)
+    AutoTokenizer.from_pretrained(adapter_tokenizer(checkpoint, base)).save_pretrained(output)
     return output
 
 

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-logger = logging.getLogger("trl_gsm8k.evaluate")
+logger = logging.getLogger("trl_gsm8k.evaluate")  # one name for all the evaluator's messages
 
 
 class EvalError(ValueError):
@@ -34,7 +34,7 @@ class ResolvedModel:
 
 def resolve_model(name: str) -> ResolvedModel:
     """Find the weights behind ``--model``; raise :class:`EvalError` (one line) when there are none."""
-    from .models import base_model_of, is_missing_local_path, latest_checkpoint, resolve_model_path
+    from .models import adapter_tokenizer, base_model_of, is_missing_local_path, latest_checkpoint, resolve_model_path
 
     path = Path(os.path.expanduser(name))
     if not path.exists():
@@ -56,10 +56,9 @@ def resolve_model(name: str) -> ResolvedModel:
         except ValueError:
             raise EvalError(f"--model {name}: adapter_config.json names no base_model_name_or_path") from None
         base_path = resolve_model_path(base)
-        if base_path.startswith(("/", ".", "~")) and not Path(os.path.expanduser(base_path)).is_dir():
+        if is_missing_local_path(base_path):
             raise EvalError(f"--model {name}: the adapter's base model {base} is not found")
-        has_tokenizer = (path / "tokenizer_config.json").is_file()
-        return ResolvedModel(base_path, str(path), str(path) if has_tokenizer else base_path)
+        return ResolvedModel(base_path, str(path), adapter_tokenizer(path, base_path))
     return ResolvedModel(str(path), None, str(path))
 
 
@@ -113,9 +112,9 @@ class TransformersGenerator:
             what = f"the base model of adapter {model.adapter}" if model.adapter else "model"
             raise EvalError(f"cannot load {what} {model.path}: {_first_line(exc)}") from None
         if model.adapter:
-            from peft import PeftModel
+            from .models import merge_adapter
 
-            net = PeftModel.from_pretrained(net, model.adapter).merge_and_unload()
+            net = merge_adapter(net, model.adapter)
         self.model = net.to(self.device).eval()
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
@@ -166,7 +165,6 @@ class VLLMGenerator:
             self.lora = LoRARequest("adapter", 1, model.adapter)
         self.params = SamplingParams(n=args.num_samples, temperature=args.temperature or 0.0,
                                      max_tokens=args.max_new_tokens, stop=[stop] if stop else None)
-        self.params_cls = SamplingParams
 
     def __call__(self, prompts: list[str], seed: int) -> list[list[Sample]]:
         params = self.params.clone()

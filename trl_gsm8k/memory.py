@@ -36,7 +36,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 GIB = 2**30
 CUDA_CONTEXT_GIB = 0.5  # CUDA context + cuBLAS workspace; not in max_memory_allocated, in nvidia-smi
@@ -179,8 +179,9 @@ PHASE = {"gradients": "training", "activations": "training", "logits": "training
 
 
 def _training(gradients: float, activations: float, logits: float, accumulation: int) -> float:
-    # Without accumulation the gradients fill in during backward as the activations are freed (the trainer sets
-    # them to None after each step); with it, earlier micro-batches' gradients are all there in the next backward.
+    """Memory of the training phase. Without accumulation the gradients fill in during backward as the activations
+    are freed (the trainer sets them to None after each step); with it, earlier micro-batches' gradients are all
+    there in the next backward."""
     return (gradients + activations if accumulation > 1 else max(gradients, activations)) + logits
 
 
@@ -250,160 +251,275 @@ def estimate(shape: ModelShape, run: RunSettings, zero: ZeroSetup = ZeroSetup(),
     (True, True)
     """
     n = num_processes
-    c = shape.counts()
-    ds, mixed = zero.stage > 0, run.mixed_precision
-    act_bytes = 2 if (mixed or run.load_in_4bit or run.load_in_8bit) else run.dtype_bytes
-    weight_bytes = 2 if (ds and mixed) else run.dtype_bytes  # DeepSpeed casts the module to bf16/fp16
+    weights = _weights(shape, run, zero, n, device)
+    # Insertion order is the order of `cpu` (host_per_process sums it; benchmarks/host_memory.py prints it).
+    terms = {
+        "weights": weights,
+        "lora": _lora(shape, run, zero, n),
+        "optimizer": _optimizer(shape, run, zero, n),
+        "gradients": _gradients(shape, run, zero, n),
+        "zero_buffers": _zero_buffers(shape, run, zero, n),
+        "activations": _activations(shape, run),
+        "logits": _logits(shape, run, zero, device),
+        "kv_cache": _kv_cache(shape, run, zero, elsewhere=_model_weights(shape, run, zero)[0] - weights.gpu),
+    }
+    gpu = {name: term.gpu for name, term in terms.items()}
+    static = gpu["weights"] + gpu["lora"] + gpu["optimizer"] + gpu["zero_buffers"]
+    training = _training(gpu["gradients"], gpu["activations"], gpu["logits"], run.gradient_accumulation)
+    terms["overhead"] = _overhead(static + max(gpu["kv_cache"], training), device)
+
     notes: dict[str, str] = {}
-    cpu: dict[str, float] = {}
-
-    # weights: quantized linear layers keep embeddings, lm_head, norms and biases in 16 bits
-    if run.load_in_4bit:
-        per_weight = 0.5 + ((1 + 4 / 256) if run.nested_quant else 4) / NF4_BLOCK
-        base = c["linear"] * per_weight + (c["embed"] + c["lm_head"] + c["small"]) * 2
-        notes["weights"] = f"NF4 {per_weight:.3f} B/weight incl. constants, embeddings/lm_head bf16"
-    elif run.load_in_8bit:
-        base = c["linear"] * 1 + (c["embed"] + c["lm_head"] + c["small"]) * 2
-        notes["weights"] = "int8 linear layers, embeddings/lm_head bf16"
-    else:
-        base = shape.params * weight_bytes
-        notes["weights"] = f"{shape.params / 1e9:.2f} B params x {weight_bytes:g} B" + (", tied" if shape.tied else "")
-    full_weights = base + (base if run.reference_model and not run.use_peft else 0)
-    if run.reference_model and not run.use_peft:
-        notes["weights"] += " + frozen reference copy (beta > 0)"
-    weights = full_weights / n if zero.stage == 3 else full_weights
-    # Host copy: from_pretrained reads the checkpoint into host memory before the weights move to the GPU, and
-    # save_model serialises them back through it (with the offloaded states present). Quantized models load
-    # straight to the GPU (device_map); ZeRO-3 with zero3_init_flag partitions them as they load.
-    if device == "cuda" and not (run.load_in_4bit or run.load_in_8bit):
-        loaded = shape.params * run.dtype_bytes * (2 if run.reference_model and not run.use_peft else 1)
-        cpu["weights"] = loaded / n if zero.stage == 3 else loaded
-        notes["cpu:weights"] = "one copy of the weights: the checkpoint as read, the model as saved"
-    if zero.stage == 3 and zero.offload_params:
-        cpu["weights"] = cpu.get("weights", 0.0) + weights
-        weights = 0.0
-
-    # trainable parameters: PEFT keeps adapters in fp32 unless DeepSpeed casts them or the base is quantized
-    lora_n = shape.lora_params(run.lora_r, run.lora_targets) if run.use_peft else 0
-    trainable = lora_n if run.use_peft else shape.params
-    quantized = run.load_in_4bit or run.load_in_8bit
-    train_bytes = (2 if (ds and mixed) or quantized else 4) if run.use_peft else weight_bytes
-    lora = lora_n * train_bytes / (n if zero.stage == 3 else 1)
-    if run.use_peft:
-        notes["lora"] = f"{lora_n / 1e6:.1f} M params (r {run.lora_r}, {'/'.join(run.lora_targets)})"
-    if run.use_peft:
-        largest = max(run.lora_r * max(shape.module_dims()[t]) for t in run.lora_targets)
-    else:
-        largest = c["embed"]
-
-    # gradients and optimizer states of the trainable parameters
-    if not ds:
-        gradients = trainable * train_bytes * (2 if n > 1 else 1)  # DDP also holds its reduction buckets
-        states = 2 * train_bytes  # torch AdamW: two moments in the parameters' dtype
-        optimizer = trainable * states
-        notes["optimizer"] = f"AdamW m+v ({states:g} B/param)"
-    else:
-        # fp32 m + v, plus the fp32 master partition: ZeRO-1/2 clone it whatever the weights' dtype (stage_1_and_2.py,
-        # single_partition_of_fp32_groups); ZeRO-3 keeps the fp32 weights as the master under mixed precision only
-        states = 12 if (mixed or zero.stage < 3) else 8
-        optimizer = trainable * states / n
-        master = " + fp32 master" if states == 12 else ""
-        notes["optimizer"] = f"Adam m+v fp32{master} ({states} B/param) / {n} processes"
-        if zero.stage == 1:
-            gradients = trainable * weight_bytes + (0 if zero.offload_optimizer else trainable * 4 / n)
-        else:  # stage 2/3: partitioned; offloaded gradients go to CPU, one parameter's grad is whole at a time
-            gradients = (0 if zero.offload_optimizer else trainable * (weight_bytes + 4) / n) + largest * weight_bytes
-        if zero.offload_optimizer:
-            cpu["optimizer"], optimizer = optimizer, 0.0
-            notes["optimizer"] += ", offloaded to CPU"
-            # stage_1_and_2.py: the fp32 gradient partition, and (accumulation only) a per-parameter buffer in the
-            # weights' dtype that carries earlier micro-batches' gradients (accumulated_grads_in_cpu)
-            cpu["gradients"] = trainable * 4 / n
-            if run.gradient_accumulation > 1:
-                cpu["gradients"] += trainable * weight_bytes / n
-            if zero.stage < 3:  # the partition's 16-bit staging copy and the largest gradient's staging buffer
-                cpu["zero_buffers"] = trainable * weight_bytes / n + largest * weight_bytes
-                notes["cpu:zero_buffers"] = f"{weight_bytes:g} B/param copy of the partition + largest-gradient buffer"
-            notes["cpu:optimizer"] = f"pinned fp32 master + DeepSpeedCPUAdam m, v ({states} B/param) / {n}"
-            notes["cpu:gradients"] = "fp32 gradient partition" + (
-                f" + {weight_bytes:g} B/param accumulation buffer" if run.gradient_accumulation > 1 else "")
-
-    notes["gradients"] = "of the trainable parameters" + (", reduced to CPU" if ds and zero.offload_optimizer else "")
-
-    # DeepSpeed buffers: the reduce bucket(s) exist whatever the model size
-    zero_buffers = 0.0
-    if ds:
-        buckets = (2 if zero.overlap_comm else 1) if zero.contiguous_gradients else 0
-        zero_buffers = buckets * zero.reduce_bucket_size * weight_bytes  # in the gradients' (= weights') dtype
-        notes["zero_buffers"] = f"{buckets} x reduce_bucket_size {zero.reduce_bucket_size:.0e} x {weight_bytes:g} B"
-        if zero.offload_optimizer:
-            zero_buffers += largest * weight_bytes  # staging buffer for the largest gradient on its way to CPU
-        if zero.stage == 3:
-            zero_buffers += DS3_PREFETCH_BUCKET_SIZE * 2 + max(i * o for i, o in shape.module_dims().values()) * 4
-
-    # activations of one micro-batch
-    seq = run.prompt_tokens + run.completion_tokens
-    tokens = run.micro_batch * seq
-    h, i, a = shape.hidden, shape.intermediate, act_bytes
-    q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
-    # per token and layer: 2 RMSNorms (input + fp32 copies), q/k/v before and after RoPE and the attention output,
-    # and the MLP's gate, up, SiLU(gate) and their product
-    per_layer = 2 * (a + 8) * h + a * (3 * q + 3 * kv) + 4 * a * i
-    if run.use_peft:
-        dims = shape.module_dims()
-        per_layer += sum(dims[t][0] * (a + (1 if run.lora_dropout else 0)) + run.lora_r * a for t in run.lora_targets)
-    if run.activation_checkpointing:  # layer inputs kept; one layer recomputed at a time in backward
-        activations = tokens * (shape.layers * a * h + per_layer + a * (2 * i + 2 * h))
-    else:
-        activations = tokens * shape.layers * per_layer
-    activations += tokens * (2 * a + a + 8) * h  # embeddings output, final norm
-    if run.eager_attention:
-        stored_layers = 1 if run.activation_checkpointing else shape.layers
-        activations += stored_layers * run.micro_batch * shape.heads * seq * seq * (2 * a + 1)
-    notes["activations"] = (f"micro-batch {run.micro_batch} x {seq} tokens, "
-                            f"{'checkpointed' if run.activation_checkpointing else 'no checkpointing'}")
-
-    # log-probs: TRL's fused head projects tiles; on CUDA only completion tokens, on CPU every position
-    scored = run.micro_batch * (run.completion_tokens if device == "cuda" else seq - 1)
-    tile = min(scored, TRL_TOKEN_TILE) * min(shape.vocab, TRL_VOCAB_TILE)
-    logits = tile * a + (tile * 6 * 4 if device != "cuda" else 0)  # torch fallback: ~6 fp32 temporaries per tile
-    logits += scored * h * 4 + scored * 10 * 4  # fp32 grad of the hidden states, per-token statistics
-    notes["logits"] = f"TRL fused LM head: {min(scored, TRL_TOKEN_TILE)} x {min(shape.vocab, TRL_VOCAB_TILE)} tiles"
-    if not run.use_peft:  # the lm_head gradient is accumulated in fp32, then cast to the weights' dtype
-        logits += shape.vocab * h * (4 + weight_bytes)
-        notes["logits"] += " + fp32 lm_head grad"
-
-    # generation: KV cache of the whole generation batch, prefill temporaries, sampling over the vocabulary
-    gen_seq = run.generation_batch * seq
-    kv_cache = gen_seq * shape.layers * 2 * kv * a
-    kv_cache += run.generation_batch * run.prompt_tokens * 3 * i * a + run.generation_batch * shape.vocab * 4 * 3
-    notes["kv_cache"] = f"{run.generation_batch} sequences x {seq} tokens"
-    if zero.stage == 3 and zero.gather_for_generation:
-        kv_cache += full_weights - weights  # ds3_gather_for_generation: whole weights during generate
-        notes["kv_cache"] += " + gathered ZeRO-3 weights"
-
-    static = weights + lora + optimizer + zero_buffers
-    dynamic = max(kv_cache, _training(gradients, activations, logits, run.gradient_accumulation))
-    if device == "cuda":
-        overhead = CUDA_CONTEXT_GIB * GIB + FRAGMENTATION * (static + dynamic)
-        notes["overhead"] = f"CUDA context {CUDA_CONTEXT_GIB} GB + {FRAGMENTATION:.0%} allocator fragmentation"
-    else:
-        overhead = 0.0
-    cpu["overhead"] = (HOST_RUNTIME_GIB + (CUDA_HOST_GIB if device == "cuda" else 0.0)) * GIB
-    notes["cpu:overhead"] = f"runtime: imports {HOST_RUNTIME_GIB} GB" + (
-        f" + CUDA host side {CUDA_HOST_GIB} GB" if device == "cuda" else "")
-
-    def g(x: float) -> float:
-        return x / GIB
-
+    for name, term in terms.items():
+        if term.note:
+            notes[name] = term.note
+        if term.cpu_note:
+            notes[f"cpu:{name}"] = term.cpu_note
     return MemoryEstimate(
-        weights=g(weights), lora=g(lora), gradients=g(gradients), optimizer=g(optimizer),
-        zero_buffers=g(zero_buffers), activations=g(activations), logits=g(logits), kv_cache=g(kv_cache),
-        overhead=g(overhead), gpu_gb=gpu_gb, cpu={k: g(v) for k, v in cpu.items()}, notes=notes,
+        **{name: term.gpu / GIB for name, term in terms.items()}, gpu_gb=gpu_gb,
+        cpu={name: term.cpu / GIB for name, term in terms.items() if term.cpu is not None}, notes=notes,
         gradient_accumulation=run.gradient_accumulation, cpu_gb=cpu_gb,
         processes_per_machine=n if processes_per_machine is None else processes_per_machine,
     )
 
+
+# --- the terms of estimate(), in bytes ---
+
+@dataclass(frozen=True)
+class _Term:
+    """One term in bytes: on each GPU, in the host memory of one process (None: none there), and what each counts."""
+
+    gpu: float = 0.0
+    cpu: float | None = None
+    note: str = ""
+    cpu_note: str = ""
+
+
+def _deepspeed_casts(run: RunSettings, zero: ZeroSetup) -> bool:
+    """DeepSpeed casts the whole module, adapters included, to bf16/fp16 under mixed precision."""
+    return zero.stage > 0 and run.mixed_precision
+
+
+def _weight_bytes(run: RunSettings, zero: ZeroSetup) -> float:
+    """Bytes per weight on the GPU: 16 bits when DeepSpeed casts them, else the recipe's `dtype`."""
+    return 2 if _deepspeed_casts(run, zero) else run.dtype_bytes
+
+
+def _activation_bytes(run: RunSettings) -> float:
+    """Bytes per activation: 16 bits under mixed precision or with a quantized base, else the recipe's `dtype`."""
+    return 2 if (run.mixed_precision or run.load_in_4bit or run.load_in_8bit) else run.dtype_bytes
+
+
+def _reference_copy(run: RunSettings) -> bool:
+    """beta > 0 loads a frozen reference model; with PEFT the reference is the base with the adapters off, no copy."""
+    return run.reference_model and not run.use_peft
+
+
+def _trainable(shape: ModelShape, run: RunSettings, zero: ZeroSetup) -> tuple[int, float]:
+    """Trainable parameters and bytes per parameter. PEFT keeps the adapters in fp32 unless DeepSpeed casts them
+    (mixed precision) or the base is quantized (16 bits then); a full fine-tune trains the weights as they are."""
+    if not run.use_peft:
+        return shape.params, _weight_bytes(run, zero)
+    quantized = run.load_in_4bit or run.load_in_8bit
+    return shape.lora_params(run.lora_r, run.lora_targets), 2 if _deepspeed_casts(run, zero) or quantized else 4
+
+
+def _largest_trainable(shape: ModelShape, run: RunSettings) -> int:
+    """Elements of the largest trainable parameter, whose whole gradient DeepSpeed holds (and stages) at once: the
+    larger LoRA matrix of the widest target module, or the embedding."""
+    if run.use_peft:
+        return max(run.lora_r * max(shape.module_dims()[t]) for t in run.lora_targets)
+    return shape.counts()["embed"]
+
+
+def _model_weights(shape: ModelShape, run: RunSettings, zero: ZeroSetup) -> tuple[float, str]:
+    """Bytes of the whole model as it sits on a GPU (with the reference copy), before ZeRO-3 partitions it. Quantized
+    bases quantize the decoder's linear layers only; embeddings, lm_head, norms and biases stay in 16 bits. NF4
+    (bitsandbytes 4-bit) adds one absmax per NF4_BLOCK weights: fp32, or 8 bits plus fp32 per 256 blocks when
+    nested."""
+    c = shape.counts()
+    unquantized = c["embed"] + c["lm_head"] + c["small"]
+    if run.load_in_4bit:
+        per_weight = 0.5 + ((1 + 4 / 256) if run.nested_quant else 4) / NF4_BLOCK
+        base = c["linear"] * per_weight + unquantized * 2
+        note = f"NF4 {per_weight:.3f} B/weight incl. constants, embeddings/lm_head bf16"
+    elif run.load_in_8bit:
+        base = c["linear"] * 1 + unquantized * 2
+        note = "int8 linear layers, embeddings/lm_head bf16"
+    else:
+        weight_bytes = _weight_bytes(run, zero)
+        base = shape.params * weight_bytes
+        note = f"{shape.params / 1e9:.2f} B params x {weight_bytes:g} B" + (", tied" if shape.tied else "")
+    if _reference_copy(run):
+        return base + base, note + " + frozen reference copy (beta > 0)"
+    return base, note
+
+
+def _weights(shape: ModelShape, run: RunSettings, zero: ZeroSetup, n: int, device: str) -> _Term:
+    """The weights: on each GPU, a 1/n partition under ZeRO-3, in host memory instead with ZeRO-3's offload_param.
+    Host memory also holds one copy in the checkpoint's dtype: from_pretrained reads the checkpoint there before the
+    weights move to the GPU, and save_model serialises them back through it (with the offloaded states present).
+    Quantized bases load straight to the GPU (device_map), and ZeRO-3 with zero3_init_flag partitions the weights as
+    they load. With `device="cpu"` the device term already is that copy."""
+    whole, note = _model_weights(shape, run, zero)
+    gpu = whole / n if zero.stage == 3 else whole
+    cpu, cpu_note = None, ""
+    if device == "cuda" and not (run.load_in_4bit or run.load_in_8bit):
+        loaded = shape.params * run.dtype_bytes * (2 if _reference_copy(run) else 1)
+        cpu = loaded / n if zero.stage == 3 else loaded
+        cpu_note = "one copy of the weights: the checkpoint as read, the model as saved"
+    if zero.stage == 3 and zero.offload_params:
+        cpu, gpu = (cpu or 0.0) + gpu, 0.0
+    return _Term(gpu, cpu, note, cpu_note)
+
+
+def _lora(shape: ModelShape, run: RunSettings, zero: ZeroSetup, n: int) -> _Term:
+    """The LoRA adapters: r x (in + out) per target module and layer, partitioned under ZeRO-3."""
+    if not run.use_peft:
+        return _Term()
+    count, train_bytes = _trainable(shape, run, zero)
+    return _Term(count * train_bytes / (n if zero.stage == 3 else 1),
+                 note=f"{count / 1e6:.1f} M params (r {run.lora_r}, {'/'.join(run.lora_targets)})")
+
+
+def _optimizer(shape: ModelShape, run: RunSettings, zero: ZeroSetup, n: int) -> _Term:
+    """Adam's states of the trainable parameters. torch AdamW keeps m and v in the parameters' dtype. DeepSpeed keeps
+    fp32 m and v and an fp32 master, partitioned over the n processes: ZeRO-1/2 clone the master whatever the
+    weights' dtype (stage_1_and_2.py, single_partition_of_fp32_groups), ZeRO-3 keeps the fp32 weights as the master
+    under mixed precision only. Offloaded, they are pinned host memory that DeepSpeedCPUAdam updates."""
+    trainable, train_bytes = _trainable(shape, run, zero)
+    if zero.stage == 0:
+        states = 2 * train_bytes
+        return _Term(trainable * states, note=f"AdamW m+v ({states:g} B/param)")
+    states = 12 if (run.mixed_precision or zero.stage < 3) else 8
+    optimizer = trainable * states / n
+    note = f"Adam m+v fp32{' + fp32 master' if states == 12 else ''} ({states} B/param) / {n} processes"
+    if not zero.offload_optimizer:
+        return _Term(optimizer, note=note)
+    return _Term(0.0, optimizer, note + ", offloaded to CPU",
+                 f"pinned fp32 master + DeepSpeedCPUAdam m, v ({states} B/param) / {n}")
+
+
+def _gradients(shape: ModelShape, run: RunSettings, zero: ZeroSetup, n: int) -> _Term:
+    """Gradients of the trainable parameters. Without DeepSpeed, one per parameter in its dtype, twice with DDP (its
+    reduction buckets). ZeRO-1 keeps whole gradients in the weights' dtype and an fp32 partition; ZeRO-2/3 keep the
+    partition in both dtypes and the largest parameter's whole gradient. With optimizer offload the partition is
+    reduced to host memory (stage_1_and_2.py): the fp32 gradient partition and, with gradient accumulation, a
+    buffer in the weights' dtype carrying earlier micro-batches' gradients (accumulated_grads_in_cpu)."""
+    trainable, train_bytes = _trainable(shape, run, zero)
+    note = "of the trainable parameters"
+    if zero.stage == 0:
+        return _Term(trainable * train_bytes * (2 if n > 1 else 1), note=note)
+    weight_bytes, offload = _weight_bytes(run, zero), zero.offload_optimizer
+    if zero.stage == 1:
+        gpu = trainable * weight_bytes + (0 if offload else trainable * 4 / n)
+    else:
+        gpu = (0 if offload else trainable * (weight_bytes + 4) / n) + _largest_trainable(shape, run) * weight_bytes
+    if not offload:
+        return _Term(gpu, note=note)
+    cpu = trainable * 4 / n
+    if run.gradient_accumulation > 1:
+        cpu += trainable * weight_bytes / n
+    return _Term(gpu, cpu, note + ", reduced to CPU", "fp32 gradient partition" + (
+        f" + {weight_bytes:g} B/param accumulation buffer" if run.gradient_accumulation > 1 else ""))
+
+
+def _zero_buffers(shape: ModelShape, run: RunSettings, zero: ZeroSetup, n: int) -> _Term:
+    """DeepSpeed's own buffers, whatever the number of trainable parameters. On each GPU: the reduce bucket in the
+    gradients' (= weights') dtype, twice with overlap_comm, none without contiguous_gradients; with optimizer
+    offload, a staging buffer for the largest gradient on its way to the host; under ZeRO-3, the 16-bit prefetch
+    bucket (DS3_PREFETCH_BUCKET_SIZE) and 4 bytes per weight of the largest linear layer. In host memory, with
+    ZeRO-1/2 optimizer offload: a copy of the partition in the weights' dtype and the largest gradient's buffer."""
+    if zero.stage == 0:
+        return _Term()
+    weight_bytes, largest = _weight_bytes(run, zero), _largest_trainable(shape, run)
+    buckets = (2 if zero.overlap_comm else 1) if zero.contiguous_gradients else 0
+    gpu = buckets * zero.reduce_bucket_size * weight_bytes
+    note = f"{buckets} x reduce_bucket_size {zero.reduce_bucket_size:.0e} x {weight_bytes:g} B"
+    if zero.offload_optimizer:
+        gpu += largest * weight_bytes
+    if zero.stage == 3:
+        gpu += DS3_PREFETCH_BUCKET_SIZE * 2 + max(i * o for i, o in shape.module_dims().values()) * 4
+    if not (zero.offload_optimizer and zero.stage < 3):
+        return _Term(gpu, note=note)
+    trainable, _ = _trainable(shape, run, zero)
+    return _Term(gpu, trainable * weight_bytes / n + largest * weight_bytes, note,
+                 f"{weight_bytes:g} B/param copy of the partition + largest-gradient buffer")
+
+
+def _activations(shape: ModelShape, run: RunSettings) -> _Term:
+    """Activations of one micro-batch kept for backward. Per token and layer: 2 RMSNorms (input + fp32 copies), q/k/v
+    before and after RoPE and the attention output, the MLP's gate, up, SiLU(gate) and their product, and per LoRA
+    target its input (with a 1-byte dropout mask) and r-wide intermediate. Activation checkpointing keeps each
+    layer's input and recomputes one layer at a time in backward (with 2 x (intermediate + hidden) more per token).
+    Then the embeddings' output and the final norm; eager attention also stores the seq x seq attention per head
+    (2 activations + 1 byte per entry), where SDPA and flash attention keep O(sequence) memory."""
+    seq = run.prompt_tokens + run.completion_tokens
+    tokens = run.micro_batch * seq
+    h, i, a = shape.hidden, shape.intermediate, _activation_bytes(run)
+    q, kv = shape.heads * shape.head_dim, shape.kv_heads * shape.head_dim
+    per_layer = 2 * (a + 8) * h + a * (3 * q + 3 * kv) + 4 * a * i
+    if run.use_peft:
+        dims = shape.module_dims()
+        per_layer += sum(dims[t][0] * (a + (1 if run.lora_dropout else 0)) + run.lora_r * a for t in run.lora_targets)
+    if run.activation_checkpointing:
+        activations = tokens * (shape.layers * a * h + per_layer + a * (2 * i + 2 * h))
+    else:
+        activations = tokens * shape.layers * per_layer
+    activations += tokens * (2 * a + a + 8) * h
+    if run.eager_attention:
+        stored_layers = 1 if run.activation_checkpointing else shape.layers
+        activations += stored_layers * run.micro_batch * shape.heads * seq * seq * (2 * a + 1)
+    return _Term(activations, note=f"micro-batch {run.micro_batch} x {seq} tokens, "
+                                   f"{'checkpointed' if run.activation_checkpointing else 'no checkpointing'}")
+
+
+def _logits(shape: ModelShape, run: RunSettings, zero: ZeroSetup, device: str) -> _Term:
+    """Log-probs of one micro-batch through TRL's fused LM head, which projects TRL_TOKEN_TILE x TRL_VOCAB_TILE tiles
+    rather than the whole logits: on CUDA of the completion tokens only; on a CPU of every position, through torch's
+    fallback with about 6 fp32 temporaries per tile. Then the fp32 gradient of the hidden states and 10 fp32
+    statistics per token; a full fine-tune also accumulates the lm_head gradient in fp32 before casting it to the
+    weights' dtype."""
+    h, a, cuda = shape.hidden, _activation_bytes(run), device == "cuda"
+    scored = run.micro_batch * (run.completion_tokens if cuda else run.prompt_tokens + run.completion_tokens - 1)
+    tile = min(scored, TRL_TOKEN_TILE) * min(shape.vocab, TRL_VOCAB_TILE)
+    logits = tile * a + (tile * 6 * 4 if not cuda else 0)
+    logits += scored * h * 4 + scored * 10 * 4
+    note = f"TRL fused LM head: {min(scored, TRL_TOKEN_TILE)} x {min(shape.vocab, TRL_VOCAB_TILE)} tiles"
+    if run.use_peft:
+        return _Term(logits, note=note)
+    return _Term(logits + shape.vocab * h * (4 + _weight_bytes(run, zero)), note=note + " + fp32 lm_head grad")
+
+
+def _kv_cache(shape: ModelShape, run: RunSettings, zero: ZeroSetup, elsewhere: float) -> _Term:
+    """Generation, which TRL runs on the whole per-device generation batch in one `generate` call: its KV cache,
+    the prefill's MLP temporaries (3 x intermediate per prompt token) and sampling over the vocabulary (3 fp32 per
+    entry and sequence). ZeRO-3's ds3_gather_for_generation gathers the whole weights for it: `elsewhere` are the
+    bytes of weights not on this GPU."""
+    seq = run.prompt_tokens + run.completion_tokens
+    a = _activation_bytes(run)
+    kv_cache = run.generation_batch * seq * shape.layers * 2 * (shape.kv_heads * shape.head_dim) * a
+    kv_cache += (run.generation_batch * run.prompt_tokens * 3 * shape.intermediate * a
+                 + run.generation_batch * shape.vocab * 4 * 3)
+    note = f"{run.generation_batch} sequences x {seq} tokens"
+    if zero.stage == 3 and zero.gather_for_generation:
+        return _Term(kv_cache + elsewhere, note=note + " + gathered ZeRO-3 weights")
+    return _Term(kv_cache, note=note)
+
+
+def _overhead(allocated: float, device: str) -> _Term:
+    """On each GPU: the CUDA context and cuBLAS workspace (CUDA_CONTEXT_GIB) and the caching allocator's slack
+    (FRAGMENTATION of the `allocated` peak); nothing on a CPU. In host memory, the runtime of one process: the
+    imports (HOST_RUNTIME_GIB, measured) and, on a GPU machine, CUDA's host side (CUDA_HOST_GIB, assumed)."""
+    cuda = device == "cuda"
+    runtime = (HOST_RUNTIME_GIB + (CUDA_HOST_GIB if cuda else 0.0)) * GIB
+    cpu_note = f"runtime: imports {HOST_RUNTIME_GIB} GB" + (f" + CUDA host side {CUDA_HOST_GIB} GB" if cuda else "")
+    if not cuda:
+        return _Term(0.0, runtime, cpu_note=cpu_note)
+    return _Term(CUDA_CONTEXT_GIB * GIB + FRAGMENTATION * allocated, runtime,
+                 f"CUDA context {CUDA_CONTEXT_GIB} GB + {FRAGMENTATION:.0%} allocator fragmentation", cpu_note)
+
+
+# --- the verdict ---
 
 def advise(shape: ModelShape, run: RunSettings, zero: ZeroSetup, gpu_gb: float, num_processes: int = 1,
            device: str = "cuda", cpu_gb: float = math.inf,
@@ -544,7 +660,9 @@ def load_model_config(name_or_path: str, model_config_dir: str | None = None) ->
     if key in BUNDLED_CONFIGS:
         bundled = resources.files("trl_gsm8k") / "resources" / "model_configs" / BUNDLED_CONFIGS[key]
         return json.loads(bundled.read_text()), f"bundled {BUNDLED_CONFIGS[key]}"
-    if name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~")) and _hub_reachable():
+    from .models import looks_like_hub_id
+
+    if "/" in name_or_path and looks_like_hub_id(name_or_path) and _hub_reachable():
         try:
             from huggingface_hub import hf_hub_download
 
@@ -660,89 +778,83 @@ def settings_from_args(training_args: Any, model_args: Any, config: Mapping[str,
     )
 
 
-def _flag(argv: Sequence[str], name: str) -> str | None:
-    value = None
-    for k, arg in enumerate(argv):
-        if arg == f"--{name}" and k + 1 < len(argv):
-            value = argv[k + 1]
-        elif arg.startswith(f"--{name}="):
-            value = arg.split("=", 1)[1]
-    return value
-
-
-def parse_recipe(recipe: str, overrides: Sequence[str] = ()) -> tuple[Any, Any, bool]:
-    """(GSM8KGRPOConfig, trl.ModelConfig, mixed precision) of a recipe. It is parsed with bf16/fp16 off, so that a
-    GPU recipe parses on a machine without one, and the precision is read from the recipe and overrides."""
-    import yaml
-
-    from .checks import LaunchError
-    from .config import parse
-
-    try:
-        _, training_args, model_args = parse(["--config", recipe, *overrides, "--bf16", "false", "--fp16", "false"])
-    except LaunchError as exc:
-        raise PlannerError(str(exc)) from None
-    data = yaml.safe_load(Path(recipe).read_text()) or {}
-    truthy = ("1", "true", "yes")
-    fp16 = str(_flag(overrides, "fp16") or data.get("fp16", False)).lower() in truthy
-    bf16 = _flag(overrides, "bf16") or data.get("bf16")
-    mixed = fp16 or (not fp16 if bf16 is None else str(bf16).lower() in truthy)  # GRPOConfig: bf16 unless fp16
-    return training_args, model_args, mixed
-
-
-def _positive(value: str, flag: str) -> float:
+def _positive_number(value: str) -> float:
+    """argparse type of the GB budgets and the bucket size: a finite number above 0."""
     try:
         number = float(value)
     except ValueError:
-        number = float("nan")
-    if not number > 0 or number == float("inf"):
-        raise PlannerError(f"{flag} must be a positive number, got {value!r}.")
+        number = math.nan
+    if not 0 < number < math.inf:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {value!r}.")
     return number
 
 
+def _positive_whole_number(value: str) -> int:
+    """argparse type of counts (processes, tokens): a whole number above 0; "2.0" is 2."""
+    try:
+        number = float(value)
+    except ValueError:
+        number = math.nan
+    if not (0 < number < math.inf and number == int(number)):
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {value!r}.")
+    return int(number)
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    """Reports bad arguments as a PlannerError, so that they print as the one `error:` line other bad input does."""
+
+    def error(self, message: str) -> NoReturn:
+        raise PlannerError(message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
+    parser = _ArgumentParser(
         prog="python -m trl_gsm8k.memory",
         description="Estimate a recipe's peak GPU memory per device and host memory per machine without "
                     "downloading weights.",
         epilog="Other --flags override recipe fields, as with trl_gsm8k.train.")
     parser.add_argument("--config", required=True, help="recipe YAML")
-    parser.add_argument("--gpu-gb", required=True, help="GPU memory per device, GB (2^30 bytes)")
-    parser.add_argument("--cpu-gb", help="host memory (RAM) per machine, GB (default: this machine's total)")
-    parser.add_argument("--num-processes", help="processes (GPUs); default: the accelerate config's")
+    parser.add_argument("--gpu-gb", required=True, type=_positive_number,
+                        help="GPU memory per device, GB (2^30 bytes)")
+    parser.add_argument("--cpu-gb", type=_positive_number,
+                        help="host memory (RAM) per machine, GB (default: this machine's total)")
+    parser.add_argument("--num-processes", type=_positive_whole_number,
+                        help="processes (GPUs); default: the accelerate config's")
     parser.add_argument("--accelerate-config", default="accelerate_configs/zero2_offload.yaml")
     parser.add_argument("--model-config", help="directory holding the model's config.json")
-    parser.add_argument("--reduce-bucket-size", help="DeepSpeed zero_optimization.reduce_bucket_size to plan with "
-                        f"(default: the DeepSpeed JSON's, else DeepSpeed's {DS_REDUCE_BUCKET_SIZE:.0e})")
-    parser.add_argument("--prompt-tokens", default=str(DEFAULT_PROMPT_TOKENS),
+    parser.add_argument("--reduce-bucket-size", type=_positive_number,
+                        help="DeepSpeed zero_optimization.reduce_bucket_size to plan with (default: the DeepSpeed "
+                             f"JSON's, else DeepSpeed's {DS_REDUCE_BUCKET_SIZE:.0e})")
+    parser.add_argument("--prompt-tokens", type=_positive_whole_number, default=DEFAULT_PROMPT_TOKENS,
                         help=f"longest prompt of a generation batch, tokens (default {DEFAULT_PROMPT_TOKENS})")
-    args, overrides = parser.parse_known_args(argv)
     try:
-        gpu_gb = _positive(args.gpu_gb, "--gpu-gb")
-        cpu_gb = this_machine_ram_gb() if args.cpu_gb is None else _positive(args.cpu_gb, "--cpu-gb")
-        prompt_tokens = int(_positive(args.prompt_tokens, "--prompt-tokens"))
+        args, overrides = parser.parse_known_args(argv)
+        cpu_gb = this_machine_ram_gb() if args.cpu_gb is None else args.cpu_gb
         zero, processes = read_accelerate_config(args.accelerate_config)
         if args.reduce_bucket_size is not None:
-            zero = replace(zero, reduce_bucket_size=_positive(args.reduce_bucket_size, "--reduce-bucket-size"))
+            zero = replace(zero, reduce_bucket_size=args.reduce_bucket_size)
         if args.num_processes is not None:
-            processes = _positive(args.num_processes, "--num-processes")
-            if processes != int(processes):
-                raise PlannerError(f"--num-processes must be a whole number, got {args.num_processes!r}.")
-        processes = int(processes)
+            processes = args.num_processes
         per_machine = -(-processes // machines_of(args.accelerate_config))
-        if not Path(args.config).is_file():
+        if not Path(args.config).is_file():  # read_recipe names a missing file, but not a directory
             raise PlannerError(f"recipe not found: {args.config}")
-        training_args, model_args, mixed = parse_recipe(args.config, overrides)
+        from .checks import LaunchError
+        from .config import read_recipe  # imports TRL, which --help and a bad argument do not need
+
+        try:
+            _, training_args, model_args, mixed = read_recipe(args.config, overrides)
+        except LaunchError as exc:
+            raise PlannerError(str(exc)) from None
         if not model_args.model_name_or_path:
             raise PlannerError("the recipe sets no model_name_or_path.")
         config, source = load_model_config(model_args.model_name_or_path, args.model_config)
         shape = ModelShape.from_config(config, where=f"the config of {model_args.model_name_or_path} ({source})")
-        run = settings_from_args(training_args, model_args, config, mixed, prompt_tokens)
+        run = settings_from_args(training_args, model_args, config, mixed, args.prompt_tokens)
         if run.load_in_4bit and zero.stage > 0:
             raise PlannerError(f"{args.config} loads 4-bit weights, which DeepSpeed ZeRO cannot shard: use "
                                "--accelerate-config accelerate_configs/single.yaml (or ddp.yaml).")
-        est = estimate(shape, run, zero, gpu_gb, processes, cpu_gb=cpu_gb, processes_per_machine=per_machine)
-        advice = advise(shape, run, zero, gpu_gb, processes, cpu_gb=cpu_gb, processes_per_machine=per_machine)
+        est = estimate(shape, run, zero, args.gpu_gb, processes, cpu_gb=cpu_gb, processes_per_machine=per_machine)
+        advice = advise(shape, run, zero, args.gpu_gb, processes, cpu_gb=cpu_gb, processes_per_machine=per_machine)
     except PlannerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -752,7 +864,7 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"{trainable}\n{processes} process(es), {args.accelerate_config}: {zero.describe()}; "
           f"{'bf16/fp16' if mixed else 'fp32'}; prompt {run.prompt_tokens} + completion {run.completion_tokens} "
           f"tokens, micro-batch {run.micro_batch}, generation batch {run.generation_batch}\n"
-          f"budgets: {gpu_gb:g} GB per GPU, {cpu_gb:g} GB of host memory per machine"
+          f"budgets: {args.gpu_gb:g} GB per GPU, {cpu_gb:g} GB of host memory per machine"
           f"{' (this machine' + chr(39) + 's RAM; --cpu-gb to plan for another)' if args.cpu_gb is None else ''}\n")
     print(format_table(est))
     if getattr(training_args, "use_vllm", False):

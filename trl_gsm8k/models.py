@@ -21,15 +21,22 @@ def cache_dir() -> Path:
     return Path(os.environ.get("TRL_GSM8K_CACHE", Path.home() / ".cache" / "trl_gsm8k"))
 
 
+def looks_like_hub_id(name: str) -> bool:
+    """True when ``name`` may be a Hub id (``name`` or ``org/name``) rather than only a local path.
+
+    >>> looks_like_hub_id("Qwen/Qwen2.5-1.5B-Instruct"), looks_like_hub_id("./model"), looks_like_hub_id("a/b/c")
+    (True, False, False)
+    """
+    return not name.startswith((".", "/", "~")) and name.count("/") <= 1
+
+
 def is_missing_local_path(name: str) -> bool:
-    """True when ``name`` can only mean a local path (a Hub id is ``name`` or ``org/name``) and nothing is there.
+    """True when ``name`` can only mean a local path and nothing is there.
 
     >>> is_missing_local_path("/no/such/model"), is_missing_local_path("Qwen/Qwen2.5-1.5B-Instruct")
     (True, False)
     """
-    if os.path.exists(os.path.expanduser(name)):
-        return False
-    return name.startswith((".", "/", "~")) or name.count("/") > 1
+    return not os.path.exists(os.path.expanduser(name)) and not looks_like_hub_id(name)
 
 
 def base_model_of(adapter_dir: str | os.PathLike) -> str:
@@ -44,6 +51,18 @@ def base_model_of(adapter_dir: str | os.PathLike) -> str:
     if not base:
         raise ValueError(f"{config_file} does not name its base model (base_model_name_or_path).")
     return base
+
+
+def merge_adapter(model, adapter_dir: str | os.PathLike):
+    """``model`` with the LoRA adapter saved at ``adapter_dir`` merged into its weights: a plain model again."""
+    from peft import PeftModel
+
+    return PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+
+
+def adapter_tokenizer(adapter_dir: str | os.PathLike, base: str) -> str:
+    """Where an adapter's tokenizer is: saved beside the adapter (training does), else the base model's."""
+    return str(adapter_dir) if (Path(adapter_dir) / "tokenizer_config.json").is_file() else base
 
 
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:

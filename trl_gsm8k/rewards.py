@@ -5,15 +5,16 @@ strings or chat lists ``[{"role": "assistant", "content": ...}]``; ``answer`` is
 GSM8K answer text (``... #### 18``) or a bare number. Parsing lives in :mod:`trl_gsm8k.answers`.
 
 They load by dotted path, e.g. ``trl grpo --reward_funcs trl_gsm8k.rewards.correctness_reward ...``.
-Configurable variants are small picklable classes (:class:`CorrectnessReward`, :class:`LengthReward`,
-:class:`ShapedReward`); the module-level functions are their defaults.
+A reward with settings is a small picklable class (:class:`CorrectnessReward`, :class:`LengthReward`,
+:class:`ShapedReward`) and its default is a module-level instance of it (``correctness_reward =
+CorrectnessReward()``); a reward without settings is a function (:func:`format_reward`, :func:`steps_reward`).
 """
 
 from __future__ import annotations
 
 import importlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from typing import Any
 
@@ -71,10 +72,39 @@ def _gold_values(answer: Sequence[Any] | None, n: int) -> list[Fraction | None]:
 class CorrectnessReward:
     r"""1.0 when the completion's declared final answer equals the gold, else 0.0; ``None`` when the gold is unreadable.
 
+    The module's ``correctness_reward`` is ``CorrectnessReward()`` and ``correctness_reward_strict`` is
+    ``CorrectnessReward("strict")``. Under `GRPOTrainer` it also logs ``accuracy`` (``accuracy_strict``): the share
+    of graded completions that are right, through TRL's ``log_metric``, so a weighted or wrapped correctness reward
+    (:class:`ShapedReward`) still reports it.
+
     Args:
         mode: ``"flexible"`` (default) credits any declaration (``#### N``, ``\boxed{N}``, "the answer is N", ...);
             ``"strict"`` only ``#### N``. An answer that is never declared gets no credit, even if it is the last
             number of the working. See :mod:`trl_gsm8k.answers`.
+
+    Call arguments:
+        completions: Plain strings or chat lists ``[{"role": "assistant", "content": ...}]``.
+        answer: The gold per completion: GSM8K answer text (``... #### 18``) or a bare number.
+        log_metric: TRL's metric logger (passed by `GRPOTrainer`); optional.
+        **kwargs: Other dataset columns and trainer arguments; unused, accepted for `GRPOTrainer`.
+
+    Returns:
+        One float per completion, or ``None`` where the gold has no readable number (TRL then skips it).
+
+    Example:
+    ```python
+    >>> from trl_gsm8k.rewards import correctness_reward, correctness_reward_strict
+    >>> completions = [
+    ...     [{"role": "assistant", "content": "9 * 2 = 18 dollars.\n#### 18"}],
+    ...     [{"role": "assistant", "content": "The answer is $\\boxed{18}$."}],
+    ...     [{"role": "assistant", "content": "I think 9 * 2 = 18"}],
+    ... ]
+    >>> correctness_reward(completions, answer=["... #### 18"] * 3)
+    [1.0, 1.0, 0.0]
+    >>> correctness_reward_strict(["#### 18", "The answer is 18."], answer=["18", "18"])
+    [1.0, 0.0]
+
+    ```
     """
 
     def __init__(self, mode: Mode = "flexible") -> None:
@@ -82,8 +112,10 @@ class CorrectnessReward:
             raise ValueError(f"mode must be 'strict' or 'flexible', got {mode!r}")
         self.mode = mode
         self.__name__ = "correctness_reward" if mode == "flexible" else f"correctness_reward_{mode}"
+        self.metric = "accuracy" if mode == "flexible" else f"accuracy_{mode}"
 
-    def __call__(self, completions: Sequence[Any], answer: Sequence[Any] | None = None, **kwargs) -> list[float | None]:
+    def __call__(self, completions: Sequence[Any], answer: Sequence[Any] | None = None,
+                 log_metric: Callable[[str, float], None] | None = None, **kwargs) -> list[float | None]:
         golds = _gold_values(answer, len(completions))
         known = [i for i, gold in enumerate(golds) if gold is not None]
         # One batch: math-verify's time is bounded for the whole call (answers.MATH_VERIFY_BATCH_S).
@@ -92,51 +124,16 @@ class CorrectnessReward:
         rewards: list[float | None] = [None] * len(completions)
         for i, match in zip(known, matches):
             rewards[i] = float(match)
+            if log_metric is not None:  # TRL averages a step's values over all processes: the exact share
+                log_metric(self.metric, float(match))
         return rewards
 
     def __repr__(self) -> str:
         return f"CorrectnessReward(mode={self.mode!r})"
 
 
-def correctness_reward(completions: Sequence[Any], answer: Sequence[Any] | None = None, **kwargs) -> list[float | None]:
-    r"""Reward 1.0 for a correct declared final answer, 0.0 otherwise (flexible mode).
-
-    Args:
-        completions: Plain strings or chat lists ``[{"role": "assistant", "content": ...}]``.
-        answer: The gold per completion: GSM8K answer text (``... #### 18``) or a bare number.
-        **kwargs: Other dataset columns and trainer arguments; unused, accepted for `GRPOTrainer`.
-
-    Returns:
-        One float per completion, or ``None`` where the gold has no readable number (TRL then skips it).
-
-    Example:
-    ```python
-    >>> from trl_gsm8k.rewards import correctness_reward
-    >>> completions = [
-    ...     [{"role": "assistant", "content": "9 * 2 = 18 dollars.\n#### 18"}],
-    ...     [{"role": "assistant", "content": "The answer is $\\boxed{18}$."}],
-    ...     [{"role": "assistant", "content": "I think 9 * 2 = 18"}],
-    ... ]
-    >>> correctness_reward(completions, answer=["... #### 18"] * 3)
-    [1.0, 1.0, 0.0]
-
-    ```
-    """
-    return _CORRECTNESS(completions, answer)
-
-
-def correctness_reward_strict(completions: Sequence[Any], answer: Sequence[Any] | None = None, **kwargs) -> list[float | None]:
-    r"""Like :func:`correctness_reward`, but only a ``#### N`` declaration counts.
-
-    Example:
-    ```python
-    >>> from trl_gsm8k.rewards import correctness_reward_strict
-    >>> correctness_reward_strict(["#### 18", "The answer is 18."], answer=["18", "18"])
-    [1.0, 0.0]
-
-    ```
-    """
-    return _CORRECTNESS_STRICT(completions, answer)
+correctness_reward = CorrectnessReward()
+correctness_reward_strict = CorrectnessReward("strict")
 
 
 def format_reward(completions: Sequence[Any], **kwargs) -> list[float]:
@@ -161,7 +158,21 @@ def format_reward(completions: Sequence[Any], **kwargs) -> list[float]:
 
 
 class LengthReward:
-    """1.0 when the completion's length in characters lies strictly inside ``(min_chars, max_chars)``, else 0.0."""
+    r"""1.0 when the completion's length in characters lies strictly inside ``(min_chars, max_chars)``, else 0.0.
+
+    The module's ``length_reward`` is ``LengthReward()``: the tutorial's window of 50 to 500 characters.
+
+    Args:
+        min_chars, max_chars: The window, exclusive.
+
+    Example:
+    ```python
+    >>> from trl_gsm8k.rewards import length_reward
+    >>> length_reward(["#### 7", "She has 16 - 3 - 4 = 9 eggs and sells them at $2: 9 * 2 = 18.\n#### 18"])
+    [0.0, 1.0]
+
+    ```
+    """
 
     def __init__(self, min_chars: int = 50, max_chars: int = 500) -> None:
         if not 0 <= min_chars < max_chars:
@@ -177,37 +188,30 @@ class LengthReward:
         return f"LengthReward(min_chars={self.min_chars}, max_chars={self.max_chars})"
 
 
-def length_reward(completions: Sequence[Any], **kwargs) -> list[float]:
-    r"""Reward 1.0 for a completion of 50 to 500 characters (exclusive), else 0.0: the tutorial's length window.
-
-    Args:
-        completions: Plain strings or chat lists ``[{"role": "assistant", "content": ...}]``.
-        **kwargs: Dataset columns and trainer arguments; unused.
-
-    Returns:
-        One float per completion.
-
-    Example:
-    ```python
-    >>> from trl_gsm8k.rewards import length_reward
-    >>> length_reward(["#### 7", "She has 16 - 3 - 4 = 9 eggs and sells them at $2: 9 * 2 = 18.\n#### 18"])
-    [0.0, 1.0]
-
-    ```
-    """
-    return _LENGTH(completions)
+length_reward = LengthReward()
 
 
 class ShapedReward:
-    """The tutorial's shaped reward: ``w_c * correctness + w_f * format + w_l * length``.
+    r"""The tutorial's shaped reward: ``w_c * correctness + w_f * format + w_l * length``.
 
+    The module's ``shaped_reward`` is ``ShapedReward()``: ``1.0 * correct + 0.1 * format + 0.05 * length``.
     Picklable (no closures), so it survives multiprocessing and ``accelerate launch``. ``None`` (unreadable gold)
-    propagates: the completion is skipped rather than scored on format alone.
+    propagates: the completion is skipped rather than scored on format alone. Its correctness term logs
+    ``accuracy`` as :class:`CorrectnessReward` does.
 
     Args:
         correctness_weight, format_weight, length_weight: The weights (tutorial: 1.0, 0.1, 0.05).
         min_chars, max_chars: The length window in characters (tutorial: 50, 500).
         mode: Extraction mode of the correctness term.
+
+    Example:
+    ```python
+    >>> from trl_gsm8k.rewards import shaped_reward
+    >>> good = "She has 16 - 3 - 4 = 9 eggs and sells them at $2: 9 * 2 = 18.\n#### 18"
+    >>> [round(r, 2) for r in shaped_reward([good, "#### 18", "#### 17"], answer=["18"] * 3)]
+    [1.15, 1.1, 0.1]
+
+    ```
     """
 
     def __init__(
@@ -224,9 +228,11 @@ class ShapedReward:
         self.length = LengthReward(min_chars, max_chars)
         self.__name__ = "shaped_reward"
 
-    def __call__(self, completions: Sequence[Any], answer: Sequence[Any] | None = None, **kwargs) -> list[float | None]:
+    def __call__(self, completions: Sequence[Any], answer: Sequence[Any] | None = None,
+                 log_metric: Callable[[str, float], None] | None = None, **kwargs) -> list[float | None]:
         w_c, w_f, w_l = self.weights
-        parts = zip(self.correctness(completions, answer), format_reward(completions), self.length(completions))
+        correct = self.correctness(completions, answer, log_metric=log_metric)
+        parts = zip(correct, format_reward(completions), self.length(completions))
         return [None if c is None else w_c * c + w_f * f + w_l * n for c, f, n in parts]
 
     def __repr__(self) -> str:
@@ -237,27 +243,7 @@ class ShapedReward:
         )
 
 
-def shaped_reward(completions: Sequence[Any], answer: Sequence[Any] | None = None, **kwargs) -> list[float | None]:
-    r"""The tutorial's shaped reward with its defaults: ``1.0 * correct + 0.1 * format + 0.05 * length``.
-
-    Args:
-        completions: Plain strings or chat lists ``[{"role": "assistant", "content": ...}]``.
-        answer: The gold per completion: GSM8K answer text (``... #### 18``) or a bare number.
-        **kwargs: Other dataset columns and trainer arguments; unused.
-
-    Returns:
-        One float per completion, ``None`` where the gold is unreadable. Use :class:`ShapedReward` for other weights.
-
-    Example:
-    ```python
-    >>> from trl_gsm8k.rewards import shaped_reward
-    >>> good = "She has 16 - 3 - 4 = 9 eggs and sells them at $2: 9 * 2 = 18.\n#### 18"
-    >>> [round(r, 2) for r in shaped_reward([good, "#### 18", "#### 17"], answer=["18"] * 3)]
-    [1.15, 1.1, 0.1]
-
-    ```
-    """
-    return _SHAPED(completions, answer)
+shaped_reward = ShapedReward()
 
 
 def steps_reward(completions: Sequence[Any], answer: Sequence[Any] | None = None,
@@ -310,11 +296,6 @@ def steps_reward(completions: Sequence[Any], answer: Sequence[Any] | None = None
         rewards.append(2 * precision * recall / (precision + recall))
     return rewards
 
-
-_CORRECTNESS = CorrectnessReward("flexible")
-_CORRECTNESS_STRICT = CorrectnessReward("strict")
-_LENGTH = LengthReward()
-_SHAPED = ShapedReward()
 
 REWARDS = {
     "correctness": correctness_reward,

@@ -29,7 +29,7 @@ import torch
 from trl import GRPOTrainer
 
 from trl_gsm8k.advantages import group_advantages, zero_std_groups
-from trl_gsm8k.config import CORRECTNESS_REWARD_NAME, GSM8KGRPOConfig
+from trl_gsm8k.config import GSM8KGRPOConfig
 from trl_gsm8k.sampling import informative_groups, keep_groups, refill_indices
 
 logger = logging.getLogger(__name__)
@@ -39,9 +39,9 @@ DYNAMIC_SAMPLING_STATE = "GSM8KDynamicSampling"  # key in TrainerState.stateful_
 
 class GSM8KGRPOTrainer(GRPOTrainer):
     """`GRPOTrainer` with `GSM8KGRPOConfig`'s advantage estimator, the optional KL to π_old, and the metrics
-    `reward/mean`, `reward/std`, `advantage/mean`, `advantage/std`, `policy/entropy`, `accuracy` (when a reward
-    function named `correctness_reward` is used), `frac_zero_std_groups` and `kl_old` (when kl_old_coef > 0).
-    TRL's own metrics are kept.
+    `reward/mean`, `reward/std`, `advantage/mean`, `advantage/std`, `policy/entropy`, `frac_zero_std_groups` and
+    `kl_old` (when kl_old_coef > 0). TRL's own metrics are kept; `accuracy` comes from the correctness reward
+    (`trl_gsm8k.rewards.CorrectnessReward`), under this trainer or TRL's.
 
     With `beta: 0` there is no reference model (`ref_model is None`). With `beta > 0` and a PEFT model,
     TRL's reference is the adapter-disabled base model; with full fine-tuning it is a frozen copy.
@@ -113,7 +113,7 @@ class GSM8KGRPOTrainer(GRPOTrainer):
         else:
             advantages = self.accelerator.gather(output["advantages"])
 
-        self._log_group_metrics(mode, rewards, rewards_per_func, advantages, num_generations)
+        self._log_group_metrics(mode, rewards, advantages, num_generations)
         return output
 
     # --- dynamic sampling ----------------------------------------------------------------------------------------
@@ -193,7 +193,7 @@ class GSM8KGRPOTrainer(GRPOTrainer):
         start = self.accelerator.process_index * num_local
         return rows[start : start + num_local]
 
-    def _log_group_metrics(self, mode, rewards, rewards_per_func, advantages, num_generations) -> None:
+    def _log_group_metrics(self, mode, rewards, advantages, num_generations) -> None:
         metrics = self._metrics[mode]
         metrics["reward/mean"].append(metrics["reward"][-1])  # TRL: nanmean of the same weighted rewards
         metrics["reward/std"].append(metrics["reward_std"][-1])  # TRL: nanstd (sample std) of them
@@ -206,11 +206,6 @@ class GSM8KGRPOTrainer(GRPOTrainer):
         metrics["advantage/std"].append(
             advantages[informative].std(unbiased=False).item() if informative.any() else 0.0
         )
-        if CORRECTNESS_REWARD_NAME in self.reward_func_names:
-            column = rewards_per_func[:, self.reward_func_names.index(CORRECTNESS_REWARD_NAME)]
-            graded = column[~torch.isnan(column)]  # NaN: the gold was unreadable, nothing to be right about
-            if graded.numel():
-                metrics["accuracy"].append((graded == 1).float().mean().item())
 
     # --- loss: KL to π_old and policy/entropy -------------------------------------------------------------
 
