@@ -237,7 +237,8 @@ def plot(logs: dict[str, list[dict]], budget_min: float, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.2))
+    signal = all(INFORMATIVE in step_rows(log)[0] for log in logs.values())
+    fig, axes = plt.subplots(1, 3 if signal else 2, figsize=(18 if signal else 12, 4.8))
     for (arm, log), colour in zip(logs.items(), ("tab:gray", "tab:blue", "tab:green", "tab:purple", "tab:orange",
                                                  "tab:red", "tab:brown", "tab:olive")):
         rows = step_rows(log)
@@ -246,6 +247,11 @@ def plot(logs: dict[str, list[dict]], budget_min: float, path: Path) -> None:
             values = [r[key] for r in rows]
             ax.scatter(minutes, values, s=8, alpha=0.25, color=colour)
             ax.plot(minutes, rolling(values, 10), color=colour, label=f"{ARMS[arm].replace('`', '')} (10-step mean)")
+        if signal:  # the learning signal itself, cumulative: what the per-hour table divides by the hours
+            axes[2].step(minutes, [r[GENERATED_CORRECT] for r in rows], where="post", color=colour,
+                         label="correct completions")
+            axes[2].step(minutes, [r[INFORMATIVE] for r in rows], where="post", color=colour, ls="--",
+                         label="informative groups")
     axes[0].axhline(GOAL_DECLARE, ls=":", color="tab:red", lw=1, label="goal: 80 %")
     axes[0].set(title="Declare rate: completions ending '#### <number>'", ylabel="fraction of the group")
     axes[1].set(title="Training accuracy: correct completions", ylabel="fraction of the group")
@@ -253,9 +259,14 @@ def plot(logs: dict[str, list[dict]], budget_min: float, path: Path) -> None:
     for ax, ymax in zip(axes, (1.0, top)):
         ax.set(xlabel="wall-clock minutes", xlim=(0, budget_min * 1.02), ylim=(-0.03 * ymax, 1.03 * ymax))
         ax.grid(alpha=0.3)
-    axes[0].legend(loc="lower right", fontsize=8)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(3, len(labels)), fontsize=8)
+    if signal:
+        axes[2].set(title="Cumulative: correct completions (solid),\ninformative groups (dashed)",
+                    xlabel="wall-clock minutes", ylabel="count", xlim=(0, budget_min * 1.02))
+        axes[2].grid(alpha=0.3)
     fig.suptitle("SmolLM2-135M-Instruct, GRPO on GSM8K train, 2 CPU cores, same seed and budget")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
