@@ -53,7 +53,8 @@ ARMS = {"plain": "plain TRL `GRPOTrainer`", "ours": "`GSM8KGRPOTrainer`",
         "dyn_easy_g16": "`GSM8KGRPOTrainer` + dynamic sampling, ≤ 2 steps, group 16",
         "dyn_easy_4p": "`GSM8KGRPOTrainer` + dynamic sampling, ≤ 2 steps, 4 prompts per round",
         "dyn_easy_4p_fill": "`GSM8KGRPOTrainer` + dynamic sampling, ≤ 2 steps, 4 prompts per round, short batches "
-                            "filled with trained groups"}
+                            "filled with trained groups",
+        "ours_easy_4p": "`GSM8KGRPOTrainer`, ≤ 2 steps, 4 prompts per step, no dynamic sampling"}
 WITH_STEPS = {"reward_funcs": ["correctness", "format", "steps"], "reward_weights": [1.0, 0.5, 0.5]}
 DYNAMIC = {"dynamic_sampling": True, "max_sampling_rounds": 4}
 RECIPE_CHANGES = {
@@ -65,6 +66,8 @@ RECIPE_CHANGES = {
     # process past the 24 GB of RAM of a 2-core CPU machine (OOM-killed after 11 steps).
     "dyn_easy_4p_fill": {**DYNAMIC, "max_sampling_rounds": 2, "dynamic_sampling_fill": "trained",
                          "max_solution_steps": 2, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 4},
+    # dyn_easy_4p_fill without the filter: same trainer, data and generation batch, so the difference is the filter's.
+    "ours_easy_4p": {"max_solution_steps": 2, "per_device_train_batch_size": 8, "gradient_accumulation_steps": 4},
 }
 """What an arm changes in the recipe."""
 INFORMATIVE = "bench/informative_groups"
@@ -327,7 +330,7 @@ def report(logs: dict[str, list[dict]], before: dict, after: dict[str, dict], bu
         "declare rate = `rewards/format_reward/mean`, the share of a step's 8 completions ending `#### <number>`; "
         "mean over the steps that ended in each 5-minute window."
         + "".join(f" {ARMS[a]} changes the recipe: `{json.dumps(RECIPE_CHANGES[a])}`." for a in logs
-                  if a.startswith("dyn")),
+                  if a in RECIPE_CHANGES),
         "", *lines, "",
         f"![declare rate and training accuracy over wall-clock time]({image})", "",
         *signal, *evals, *easy_evals,
