@@ -43,7 +43,8 @@ ZERO_STD_HIGH = 0.75
 ALL_WRONG_HIGH = 0.5
 # Most groups all-right: the problems are too easy to teach anything.
 ALL_RIGHT_HIGH = 0.5
-# Accuracy under which zero-variance groups are all-wrong ones (and above 1 minus it, all-right ones).
+# Accuracy under which zero-variance groups are all-wrong ones (and above 1 minus it, all-right ones); also the
+# pass@1 from which dynamic sampling is advised (below it, correct samples are too rare for a filter to help).
 ACCURACY_LOW = 0.05
 # A group of identical completions is a sampling problem (temperature too low), not a reward one: more than 1 in 4
 # such groups and the temperature is the first thing to raise.
@@ -295,8 +296,8 @@ def diagnose(window: Mapping[str, Sequence[float]], settings: Mapping[str, Any],
                       "until some completion is correct.")
         elif accuracy is not None and accuracy < ACCURACY_LOW:
             advice = (f"accuracy is {100 * accuracy:.1f} %: the groups are all wrong. Train on easier problems "
-                      "(max_solution_steps: 2) or raise num_generations; dynamic sampling only skips training on "
-                      "these groups, it does not make more of them informative (measured: 1.15x per hour at 1.5 %).")
+                      "(max_solution_steps: 2) or raise num_generations; dynamic sampling would only skip training "
+                      "on these groups, not make more of them informative.")
         elif accuracy is not None and accuracy > 1 - ACCURACY_LOW:
             advice = f"accuracy is {100 * accuracy:.1f} %: the groups are all right. Train on harder problems."
         else:
