@@ -229,6 +229,11 @@ def wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
     return ((centre - half) / (1 + z * z / n), (centre + half) / (1 + z * z / n))
 
 
+def counts_signal(logs: dict[str, list[dict]]) -> bool:
+    """Whether every arm's log has the benchmark's learning-signal counts (logs from before they existed do not)."""
+    return all(INFORMATIVE in step_rows(log)[0] for log in logs.values())
+
+
 def rolling(values: list[float], span: int) -> list[float]:
     return [sum(values[max(0, i - span + 1):i + 1]) / len(values[max(0, i - span + 1):i + 1])
             for i in range(len(values))]
@@ -240,7 +245,7 @@ def plot(logs: dict[str, list[dict]], budget_min: float, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    signal = all(INFORMATIVE in step_rows(log)[0] for log in logs.values())
+    signal = counts_signal(logs)
     fig, axes = plt.subplots(1, 3 if signal else 2, figsize=(18 if signal else 12, 4.8))
     for (arm, log), colour in zip(logs.items(), ("tab:gray", "tab:blue", "tab:green", "tab:purple", "tab:orange",
                                                  "tab:red", "tab:brown", "tab:olive")):
@@ -251,10 +256,8 @@ def plot(logs: dict[str, list[dict]], budget_min: float, path: Path) -> None:
             ax.scatter(minutes, values, s=8, alpha=0.25, color=colour)
             ax.plot(minutes, rolling(values, 10), color=colour, label=f"{ARMS[arm].replace('`', '')} (10-step mean)")
         if signal:  # the learning signal itself, cumulative: what the per-hour table divides by the hours
-            axes[2].step(minutes, [r[GENERATED_CORRECT] for r in rows], where="post", color=colour,
-                         label="correct completions")
-            axes[2].step(minutes, [r[INFORMATIVE] for r in rows], where="post", color=colour, ls="--",
-                         label="informative groups")
+            axes[2].step(minutes, [r[GENERATED_CORRECT] for r in rows], where="post", color=colour)
+            axes[2].step(minutes, [r[INFORMATIVE] for r in rows], where="post", color=colour, ls="--")
     axes[0].axhline(GOAL_DECLARE, ls=":", color="tab:red", lw=1, label="goal: 80 %")
     axes[0].set(title="Declare rate: completions ending '#### <number>'", ylabel="fraction of the group")
     axes[1].set(title="Training accuracy: correct completions", ylabel="fraction of the group")
@@ -303,7 +306,7 @@ def report(logs: dict[str, list[dict]], before: dict, after: dict[str, dict], bu
         f"{limit} --max-new-tokens 256 --recipe recipes/smollm2-135m_cpu_demo.yaml` (greedy, the training prompt "
         "with its worked example), before training and after each trainer's run.", "",
         *eval_rows([("untrained", before)] + [(f"after {ARMS[a]}", after[a]) for a in after]), ""]
-    signal = signal_table(logs) if all(INFORMATIVE in step_rows(log)[0] for log in logs.values()) else []
+    signal = signal_table(logs) if counts_signal(logs) else []
     easy_evals = []
     if easy_after:
         easy_evals = [f"## Held-out accuracy: the {easy_before['num_items']} GSM8K test problems of ≤ "
