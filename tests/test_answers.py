@@ -270,6 +270,7 @@ NEGATED_PHRASES = [
     "The answer isn't 18.", "The answer is not 18.", "The final answer is NOT 18.", "The answer isn’t $18.",
     "#### 18\nWait, the answer is not 18.", "#### 18\nNo: the answer is 18 or 19.", "\\boxed{18}\nThe answer is 18, 19.",
     "The answer cannot be 18.", "The answer can't be 18.",
+    "The answer is 18 or so I think.",  # an approximation commits to no exact number (module docstring's policy)
 ]
 WORK = "She has 16 - 3 - 4 = 9 eggs and sells them at $2 each: 9 * 2 = 18."
 HEDGED = [template.format(work=WORK, **{field: h[0] if field == "text" else h[1]})
@@ -285,7 +286,7 @@ HONEST = [
     ("The answer is 18 because 9 * 2 = 18 and 36 / 2 = 18.", 18), ("The answer is 3 * 6 = 18.", 18),
     ("The answer is 18 dollars, which she makes every day.", 18), ("The answer is 18; she sells 9 eggs twice.", 18),
     ("The answer is 18 (9 for each of the 2 days).", 18), ("The answer is 18 apples in total, 9 in each box.", 18),
-    ("The answer is 18 and she is done.", 18), ("The answer is 18 or so I think.", 18),
+    ("The answer is 18 and she is done.", 18),
     ("The answer is 18 apples. And 19 pears were left over.", 18),
     ("Answer: 18 apples", 18), ("Answer: $18.", 18), ("**Answer:** 18, as computed.", 18),
     ("A: 1,234", 1234), ("The final answer is 18. Or was it 19? No: 18 it is.", 18),

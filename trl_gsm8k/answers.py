@@ -2,18 +2,70 @@ r"""Answer extraction for GSM8K: the gold `#### N` and the final answer a comple
 
 All parsing of the package lives here. Pure functions, no torch, no model: they test in milliseconds.
 
-Two modes read a completion:
+Two modes read a completion: ``strict`` reads only ``#### N`` (the format the training prompt asks for);
+``flexible`` reads every declaration below. ``declarations=`` names the ones that count, so a job can make its
+own template the only one credited (``declarations=("answer_tag",)``).
 
-- ``strict``: only ``#### N`` counts, the format the training prompt asks for.
-- ``flexible``: any *declaration* counts: ``#### N``, ``\boxed{N}``, "the answer is N", "final answer is N",
-  ``Answer: N`` / ``A: N`` / ``**Answer:** N`` at the start of a line, a ``## Final Answer`` heading followed
-  by the value.
+**The grammar.** The answer is read in three steps: find the last declaration, cut its clause, read the clause.
 
-In both modes the **last** declaration wins ("#### 20 ... wait, that's wrong ... #### 21" → 21), and text after it
-(other numbers included) does not change it. A ``<think>...</think>`` block is never read: the answer comes after
-the last ``</think>``; a think block that never closed has declared nothing. A declaration must be of one number:
-one of several (``18 or 19``, ``18, 19``, ``18 to 19``, ``between 18 and 19``) or a negated one (``is not 18``)
-declares nothing.
+1. *Region.* Thinking declares nothing: text inside ``<think>…</think>``, before a ``</think>`` whose opener was
+   in the prompt, and after a ``<think>`` that never closes.
+2. *Declarations* (:data:`DECLARATIONS`), the **last** one wins ("#### 20 … wait … #### 21" → 21); text after it
+   never changes it:
+
+   ============== =================================================================== ===========================
+   name           marker                                                              clause
+   ============== =================================================================== ===========================
+   ``hash``       ``####``                                                            rest of the line [*]
+   ``boxed``      ``\boxed{…}`` / ``\fbox{…}`` (balanced braces)                      its content
+   ``answer_tag`` the last *closed* ``<answer …>…</answer>`` (any case)                its content [**]
+   ``json``       a JSON object's ``"answer"`` / ``"final_answer"`` field              the string, or the number
+   ``phrase``     "[the/final/correct/my] answer [to …/, as …,] is/was/would be/=/:"   rest of the line [*]
+   ``label``      a line opening with ``Answer:``, ``A:``, ``Ans:``, ``Final Answer:``  rest of the line [*]
+                  (bold, heading, list markup allowed), or a line that is only a
+                  label or heading (``**Final Answer**``, ``## Final Answer``)
+   ============== =================================================================== ===========================
+
+   [*] when the rest of the line is empty, the next non-empty line (a ``$$…$$`` / ``\[…\]`` block whole).
+   [**] an unclosed tag declares nothing itself. A declaration inside a tag or a JSON field (``\boxed{}``,
+   "the answer is", ``####``) speaks for it; the other fields of the JSON object that holds the answer declare
+   nothing. Not declarations: a phrase or label whose sentence makes the answer someone else's or a hypothesis
+   ("A common mistake is to say the answer is 84", "Some might think…", "If the answer is 84, …"; "I think" and
+   "we can say" are one's own), and a remark with no number ("the answer is correct").
+3. *Clause.* Cut at the end of its first sentence (``.``/``!`` before a space or the end; ``?`` stays, it hedges),
+   normalised (special tokens such as ``</s>``, markup tags, ``**``, math ``$``, currency signs, ``\text{}``,
+   ``\left``, ``{,}`` go; ``\frac{a}{b}`` is ``a/b``; ``\times``, ``\geq``, ``\neq``, ``\pm`` become their signs;
+   full-width punctuation its ASCII) and tokenised: numbers (``1,234``, ``18.00``, ``1.8e1``, ``3/4``, a clock
+   ``2:00`` reads 2), words, operators, punctuation.
+4. *Reading: one rule.* The answer is the **first number** of the clause, with what modifies it:
+
+   - before it: a sign (``-8``, "negative 8", "minus 8") makes it negative; a negation (``not``, ``never``,
+     ``n't``, ``cannot``), a bound or approximation (``at least``, ``more than``, ``up to``, ``about``,
+     ``almost``, ``approximately``, ``~``, ``≥``, ``between``, ``either``) or a transformation (``half of``,
+     ``twice``, ``the square root of``) leaves the clause committed to **nothing**; so does another number;
+   - when words come first, the sentence is read as a field: it must hold that one number (repeated at most):
+     "She will have $15 more." → 15, "Together 5 + 15 = 20 cookies." → nothing;
+   - after it, text that describes something else is allowed, other numbers included: units and rates (``18
+     apples``, ``18/day``, ``18%``), ``18 cookies and 2 left over``, ``18 apples in total, 9 in each box``,
+     ``(= 25+10+70)``, ``since 9 + 9 = 18``, a scale word multiplies (``18 thousand`` is 18,000);
+   - after it, text that offers another candidate for the same answer commits to **nothing**: an alternative
+     (``or``, ``maybe``, ``could be``, ``unless``, ``(or 19)``; "or" anywhere later in the clause with a number
+     after it), a range (``to``, ``through``, ``-``, ``–``, ``~``, ``±``), a list (``18, 19``, ``18; 19``, ``18
+     and 19``, ``18 & 19``: a comma with at most a unit word before it, an "and" with none), a bound (``or
+     more``, ``or so``, ``max``, ``18+``), a question mark, a transformation (``squared``, ``25% of 80``), an
+     unfinished calculation (``18 + 2``; in a box it goes to math-verify);
+   - a calculation that ends in ``=`` commits to its result: ``20 - 2 = 18`` → 18;
+   - a correction inside the clause replaces what came before it: ``32... no wait, 34`` → 34; ``not 15 but
+     8`` → 8; a retraction with no new number (``18, wait``) commits to nothing.
+
+   Decisions on debatable forms: ``approximately 18`` and ``18 or so`` commit to nothing (no exact answer);
+   ``18?`` commits to nothing; ``18 thousand`` is 18,000; ``18 apples and 19 pears`` is 18 (an "and" after a
+   word describes something else) while ``18 apples, 19 pears`` is a list; a retraction on a later line ("The
+   answer is 18.\nHmm, that's wrong.") does not undo the declaration: only a later declaration does. Number
+   words (``eighteen``) are not read.
+
+A declaration that commits to nothing still counts as the last one: "#### 18\nThe answer is 18 or 19." has no
+answer.
 
 Difference with lm-evaluation-harness and verl: their "flexible" modes take the *last number anywhere in the
 text*, which credits number spam and answers left in the working. Ours requires a declaration: a completion
@@ -29,6 +81,7 @@ from __future__ import annotations
 
 import atexit
 import functools
+import json
 import logging
 import os
 import re
@@ -40,7 +93,7 @@ import threading
 import time
 from collections.abc import Sequence
 from fractions import Fraction
-from typing import Literal
+from typing import Literal, NamedTuple
 
 logger = logging.getLogger(__name__)
 
@@ -62,55 +115,11 @@ MATH_VERIFY_STARTUP_S = 20.0
 needs it; not charged to that input or its batch."""
 _GRACE_S = 1.0  # for the child to stop an input and answer; past it, the child itself is killed and restarted
 
-# A number as models write it: optional sign and currency, thousands commas, decimals, a trailing percent.
-_NUMBER_RE = re.compile(
-    r"[-−]?\s?(?:\\\$|\$)?\s?[-−]?(?:[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[0-9]+)(?:\.[0-9]+)?|[-−]?\.[0-9]+"
-)
-_FRACTION_RE = re.compile(r"^(-?[0-9]+(?:\.[0-9]+)?)\s*/\s*(-?[0-9]+(?:\.[0-9]+)?)$")
-_LATEX_FRAC_RE = re.compile(r"^(-?)\\[dt]?frac\s*\{\s*(-?[0-9.,]+)\s*\}\s*\{\s*(-?[0-9.,]+)\s*\}$")
-# What may follow a number that stands alone: nothing, a unit word, a percent sign, punctuation.
-_ALLOWED_AFTER_NUMBER = re.compile(r"$|[A-Za-z%.,;:!?()\[\]'\"]")
-_SENTENCE_END_RE = re.compile(r"[.;!?](?=\s|$)")
 _ANNOTATION_RE = re.compile(r"<<[^<>]*>>")
-# A declaration of more than one number: after a number (and up to three unit words; one before a comma), a
-# connector, a few filler words or a variable ("or x ="), then another number. A unit word ends where its letters do
-# (no backtracking into it: a long run of letters costs linear time). "-" and "/" are not connectors: after
-# a declared number they already make it unreadable, and inside \boxed{} they are arithmetic.
-_ANOTHER_NUMBER_RE = re.compile(
-    r"\s*(?:(?:[A-Za-z%]+\s*)?[,;]|(?:[A-Za-z%]+(?![A-Za-z%])\s*){0,3}?[(\[]?\s*"
-    r"(?:\\?&|\||~|–|—|±|\+/-|\\pm|\\mp"
-    r"|(?<![A-Za-z])(?:and/or|or|and|to|through|thru|till|until|vs\.?|versus|nor|plus\s+or\s+minus)(?![A-Za-z])))"
-    r"\s*(?:(?<![A-Za-z])(?:maybe|perhaps|possibly|probably|either|even|else|rather|also|actually|alternatively|just"
-    r"|or|and|to|is|it's|it\s+is|that|the|answer|answers|from)(?![A-Za-z])[\s:,]*)*"
-    r"(?:[A-Za-z]\w{0,10}\s*=\s*)?(?:\\?\$\s?)?[-−]?\.?[0-9]",
-    re.IGNORECASE,
-)
-# Words before a declared number that make it something other than the answer: a negation, a bound, a range.
-_NEGATED_RE = re.compile(
-    r"(?<![A-Za-z])(?:not|never|cannot|neither|nor|between|either|at\s+(?:least|most)|(?:more|less|fewer|greater)"
-    r"\s+than|up\s+to)(?![A-Za-z])|n['’]t(?![A-Za-z])|[<>≤≥≠]"
-    r"|\\(?:neq?|leq?|geq?|lt|gt|lor|vee|pm|mp)(?![A-Za-z])",
-    re.IGNORECASE,
-)
-_EXPONENT_RE = re.compile(r"[eE]([+-]?[0-9]{1,2})(?![0-9])")
-_LOOSE_EXPONENT_RE = re.compile(r"\s*[eE][+-]?[0-9]")
-
-_STRICT_RE = re.compile(r"####\s*")
-_PHRASE_RE = re.compile(
-    r"(?:final\s+answer|the\s+answer|answer)\s*(?:\*\*|__)?\s*(?:is|=|would\s+be|will\s+be|should\s+be)\s*:?"
-    r"|final\s+answer\s*(?:\*\*|__)?\s*[:：]",
-    re.IGNORECASE,
-)
-_LABEL_RE = re.compile(
-    r"^[ \t>*_#-]*(?:final\s+answer|answer|ans|a)\s*(?:\*\*|__)?\s*[:：]\s*(?:\*\*|__)?",
-    re.IGNORECASE | re.MULTILINE,
-)
-_HEADING_RE = re.compile(r"^\s{0,3}#{1,6}\s*\**\s*final\s+answer\b[^\n]*\n", re.IGNORECASE | re.MULTILINE)
-_BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _DIGIT_RE = re.compile(r"[0-9]")
-_MARKUP_CHARS_RE = re.compile(r"[\\$*_`{]")
-_LATEX_TEXT_RE = re.compile(r"\\(?:text|textbf|mathrm|mathbf|textnormal|mbox)\s*\{([^{}]*)\}")
-_LATEX_SPACING_RE = re.compile(r"\\(?:left|right|displaystyle|!|,|;|:| )")
+
+DECLARATIONS = ("hash", "boxed", "answer_tag", "json", "phrase", "label")
+"""The declarations a completion can make, by name (see the module docstring); ``strict`` reads ``hash`` only."""
 
 
 def strip_annotations(solution: str) -> str:
@@ -139,24 +148,19 @@ def parse_number(text: str) -> Fraction | None:
     """
     if not isinstance(text, str):
         return None
-    text = _clean_latex(text.strip())
-    m = _LATEX_FRAC_RE.match(text)
-    if m:
-        return _fraction(m.group(1) + m.group(2), m.group(3))
-    m = _FRACTION_RE.match(text.replace(",", ""))
-    if m:
-        return _fraction(m.group(1), m.group(2))
-    m = _NUMBER_RE.match(text)
-    return _standalone_number(text, m)
+    return read_clause(text)
 
 
 def extract_gold(answer: str | int | float | None) -> Fraction | None:
-    """The gold final answer of a GSM8K row: the number after the last ``####``, or a bare number.
+    """The gold final answer of a row: the number after the last ``####``, else in the last ``\\boxed{}`` (the LaTeX
+    solutions of open-r1's datasets), else a bare number (``72``, ``$72$``).
 
     >>> extract_gold("Janet sells 16 - 3 - 4 = <<16-3-4=9>>9 duck eggs.\\n#### 18")
     Fraction(18, 1)
     >>> extract_gold("#### 1,234"), extract_gold("-7"), extract_gold(42)
     (Fraction(1234, 1), Fraction(-7, 1), Fraction(42, 1))
+    >>> extract_gold("So $48 + 24 = \\\\boxed{72}$."), extract_gold("$72$")
+    (Fraction(72, 1), Fraction(72, 1))
     >>> extract_gold("no final answer here") is None
     True
     """
@@ -177,6 +181,9 @@ def _gold_from_text(answer: str) -> Fraction | None:
     idx = answer.rfind("####")
     if idx >= 0:
         answer = answer[idx + 4:]
+    elif "\\boxed" in answer or "\\fbox" in answer:
+        boxed = _boxed_contents(answer)
+        return parse_number(boxed[-1][2]) if boxed else None  # an unclosed box is no gold, not its first line
     return parse_number(answer.strip().splitlines()[0] if answer.strip() else "")
 
 
@@ -218,13 +225,16 @@ def equation_results(completion: str | None) -> list[Fraction]:
     return [v for v in found if v is not None][:MAX_STEPS + 1]
 
 
-def extract_answer(completion: str | None, mode: Mode = "flexible") -> Fraction | None:
+def extract_answer(completion: str | None, mode: Mode = "flexible",
+                   declarations: Sequence[str] | None = None) -> Fraction | None:
     r"""The final answer a completion *declares*, or ``None`` when it declares none.
 
     Args:
         completion: The model's text (a string; anything else yields ``None``).
-        mode: ``"strict"`` reads only ``#### N``; ``"flexible"`` also reads ``\boxed{}``, "the answer is",
-            ``Answer:`` lines and a ``## Final Answer`` heading. The last declaration wins.
+        mode: ``"strict"`` reads only ``#### N``; ``"flexible"`` reads every declaration of :data:`DECLARATIONS`.
+            The last declaration wins.
+        declarations: Names from :data:`DECLARATIONS` that count (the others are not read), e.g. ``("answer_tag",)``
+            to credit only a ``<answer>`` template; ``None`` for the mode's own set.
 
     Returns:
         The declared number as an exact ``Fraction``, or ``None``.
@@ -235,21 +245,25 @@ def extract_answer(completion: str | None, mode: Mode = "flexible") -> Fraction 
     Fraction(18, 1)
     >>> extract_answer("So she makes $\\boxed{18}$ dollars.", mode="strict") is None
     True
+    >>> extract_answer("<think>48+24</think> <answer>72</answer>")
+    Fraction(72, 1)
+    >>> extract_answer('```json\n{"reasoning": "48+24", "answer": "72"}\n```')
+    Fraction(72, 1)
     >>> extract_answer("#### 20\nWait, that's wrong: 3 * 7 = 21.\n#### 21")
     Fraction(21, 1)
     >>> extract_answer("The total is 5 + 13 = 18.") is None  # no declaration, no answer
     True
     """
-    if mode not in ("strict", "flexible"):
-        raise ValueError(f"mode must be 'strict' or 'flexible', got {mode!r}")
+    kinds = _kinds(mode, declarations)
     text = _answer_region(completion)
     if text is None:
         return None
-    value, _ = _last_declaration(text, mode)
+    value, _ = _last_declaration(text, kinds)
     return value
 
 
-def answers_match(completion: str | None, gold: str | int | float | Fraction | None, mode: Mode = "flexible") -> bool:
+def answers_match(completion: str | None, gold: str | int | float | Fraction | None, mode: Mode = "flexible",
+                  declarations: Sequence[str] | None = None) -> bool:
     r"""Whether the completion's declared final answer equals the gold.
 
     The gold is a GSM8K answer text (``... #### N``), a bare number, or a ``Fraction``. LaTeX the fast path cannot
@@ -265,7 +279,7 @@ def answers_match(completion: str | None, gold: str | int | float | Fraction | N
     >>> answers_match("#### 18 or 19", "18"), answers_match("The answer is not 18.", "18")  # not one number
     (False, False)
     """
-    outcome = _fast_match(completion, gold, mode)
+    outcome = _fast_match(completion, gold, _kinds(mode, declarations))
     if isinstance(outcome, bool):
         return outcome
     return _worker.equal(*outcome, MATH_VERIFY_TIMEOUT_S)
@@ -273,7 +287,7 @@ def answers_match(completion: str | None, gold: str | int | float | Fraction | N
 
 def answers_match_batch(
     completions: Sequence[str | None], golds: Sequence[str | int | float | Fraction | None], mode: Mode = "flexible",
-    budget_s: float = MATH_VERIFY_BATCH_S,
+    budget_s: float = MATH_VERIFY_BATCH_S, declarations: Sequence[str] | None = None,
 ) -> list[bool]:
     r""":func:`answers_match` for each completion and its gold, waiting on math-verify at most ``budget_s`` seconds
     in all (each input at most :data:`MATH_VERIFY_TIMEOUT_S`).
@@ -286,10 +300,11 @@ def answers_match_batch(
     """
     if len(completions) != len(golds):
         raise ValueError(f"got {len(completions)} completions but {len(golds)} golds")
+    kinds = _kinds(mode, declarations)
     results: list[bool] = []
     pending: dict[tuple[str, str], list[int]] = {}
     for i, (completion, gold) in enumerate(zip(completions, golds)):
-        outcome = _fast_match(completion, gold, mode)
+        outcome = _fast_match(completion, gold, kinds)
         results.append(outcome if isinstance(outcome, bool) else False)
         if not isinstance(outcome, bool):
             pending.setdefault(outcome, []).append(i)
@@ -323,19 +338,561 @@ def declares_strict_answer_last(completion: str | None) -> bool:
     text = _answer_region(completion)
     if not text:
         return False
-    lines = [line for line in text.strip().splitlines() if line.strip()]
+    lines = [line for line in _SPECIAL_TOKEN_RE.sub("", text).strip().splitlines() if line.strip()]
     if not lines:
         return False
     last = lines[-1].strip().strip("*_` ")
     if not last.startswith("####"):
         return False
-    return _read_value(last[4:])[0] is not None
+    return read_clause(last[4:]) is not None
+
+
+# --- the answer grammar ----------------------------------------------------------------------------------------------
+
+
+def _kinds(mode: Mode, declarations: Sequence[str] | None) -> frozenset[str]:
+    if mode not in ("strict", "flexible"):
+        raise ValueError(f"mode must be 'strict' or 'flexible', got {mode!r}")
+    if declarations is None:
+        return _ALL_KINDS if mode == "flexible" else _STRICT_KINDS
+    if isinstance(declarations, str):
+        declarations = (declarations,)
+    kinds = frozenset(declarations)
+    unknown = sorted(kinds - _ALL_KINDS)
+    if unknown or not kinds:
+        raise ValueError(f"declarations must name some of {list(DECLARATIONS)}, got {list(declarations)!r}")
+    if mode == "strict" and kinds != _STRICT_KINDS:
+        raise ValueError("strict mode reads only 'hash' (#### N); use mode='flexible' to name other declarations")
+    return kinds
+
+
+_ALL_KINDS = frozenset(DECLARATIONS)
+_STRICT_KINDS = frozenset({"hash"})
+_INNER_KINDS = frozenset({"hash", "boxed", "phrase", "label"})  # what may speak for an answer tag's or field's content
+
+# Normalisation of a clause: wrappers that carry no value go, LaTeX operators become their plain sign.
+_SPECIAL_TOKEN_RE = re.compile(r"</s>|<s>|<\|[A-Za-z0-9_]{1,30}\|>|<eos>|<end_of_turn>|<start_of_turn>|\[/?INST\]")
+_MARKUP_TAG_RE = re.compile(r"</?[A-Za-z][A-Za-z0-9_-]{0,20}(?:\s[^<>]{0,100})?/?>")
+_LATEX_WRAP_RE = re.compile(r"\\(?:text|textbf|textit|mathrm|mathbf|mathit|textnormal|mbox|operatorname|emph)\s*\{([^{}]*)\}")
+_LATEX_FRAC_TEXT_RE = re.compile(r"\\[dt]?frac\s*\{\s*([0-9.,]+)\s*\}\s*\{\s*([0-9.,]+)\s*\}")
+_LATEX_FRAC_SHORT_RE = re.compile(r"\\[dt]?frac([0-9])([0-9])")
+_LATEX_THOUSANDS_RE = re.compile(r"(?<=[0-9])(?:\{,\}|\\,|\\!|\\ )(?=[0-9]{3}(?![0-9]))")
+_LATEX_SYMBOLS = {
+    "times": " × ", "cdot": " × ", "ast": " × ", "div": " ÷ ", "pm": " ± ", "mp": " ± ", "approx": " ≈ ",
+    "sim": " ~ ", "simeq": " ≈ ", "geq": " ≥ ", "ge": " ≥ ", "geqslant": " ≥ ", "leq": " ≤ ", "le": " ≤ ",
+    "leqslant": " ≤ ", "neq": " ≠ ", "ne": " ≠ ", "lt": " < ", "gt": " > ", "lor": " or ", "vee": " or ",
+    "land": " and ", "wedge": " and ", "to": " to ", "rightarrow": " → ", "Rightarrow": " → ", "implies": " → ",
+    "%": "%", "$": "$", "&": " & ", "{": " ", "}": " ", "#": "#", "_": "_",
+    "left": "", "right": "", "displaystyle": "", "bigl": "", "bigr": "", "Big": "", "big": "",
+    ",": " ", ";": " ", ":": " ", "!": "", " ": " ", "quad": " ", "qquad": " ", "(": " ", ")": " ", "[": " ",
+    "]": " ", "boxed": "", "fbox": "",
+}
+_LATEX_SYMBOL_RE = re.compile(r"\\([A-Za-z]+|[%$&{}#_,;:! ()\[\]])")
+_UNICODE_PUNCT = str.maketrans({
+    "−": "-", "‐": "-", "‑": "-", "，": ",", "。": ".", "．": ".", "！": "!", "？": "?", "：": ":", "；": ";",
+    "“": '"', "”": '"', "„": '"', "«": '"', "»": '"', "‘": "'", "’": "'", "\u00a0": " ", "\u202f": " ",
+    "\u2009": " ", "（": "(", "）": ")", "$": " ", "€": " ", "£": " ", "¥": " ", "₹": " ", "*": "*", "`": " ",
+})
+_MARKDOWN_RE = re.compile(r"\*\*|__|(?<![0-9 ])\*(?![0-9 ])")
+
+# Tokens of a clause. A number has no sign (a "-" before it is a sign only where no number precedes it):
+# thousands commas, decimals, an exponent of at most two digits, a fraction "a/b" written without spaces.
+_TOKEN_RE = re.compile(
+    r"(?P<clock>(?<![0-9.,])[0-9]{1,2}:[0-9]{2}(?![0-9]))"
+    r"|(?P<num>(?:[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[0-9]+)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]{1,2}(?![0-9]))?"
+    r"(?:/(?:[0-9]{1,3}(?:,[0-9]{3})+(?![0-9])|[0-9]+)(?:\.[0-9]+)?(?![0-9/]))?|\.[0-9]+)"
+    r"|(?P<word>[^\W\d_]+(?:'[^\W\d_]+)*)"
+    r"|(?P<op>\+/-|\.\.\.+|…|[-+×÷/^=~≈<>≤≥≠±–—→*x])"
+    r"|(?P<punct>\S)"
+)
+_SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9, "k": 1000}
+_SIGN_WORDS = frozenset({"negative", "minus"})
+# Before the number: these make it something other than the committed answer.
+_NEGATIONS = frozenset({"not", "never", "neither", "nor", "cannot"})
+_BOUND_WORDS = frozenset({  # anywhere before the number
+    "almost", "nearly", "approximately", "approx", "roughly", "circa", "between", "either", "estimated", "somewhere",
+    "possibly", "maybe", "perhaps", "probably",
+})
+_NEAR_BOUND_WORDS = frozenset({  # right before it (two words at most): "at least", "more than", "about"
+    "least", "most", "than", "over", "under", "above", "below", "upto", "within", "maximum", "minimum", "max", "min",
+    "about", "around", "exceeding", "beyond",
+})
+_TRANSFORM_WORDS = frozenset({
+    "half", "twice", "double", "triple", "thrice", "quarter", "square", "sqrt", "root", "cube", "squared", "cubed",
+    "percent", "percentage", "product", "sum", "difference", "quotient", "factorial", "log",
+})
+_BOUND_SIGNS = frozenset({"~", "≈", "<", ">", "≤", "≥", "≠", "±"})
+# After the number.
+_RANGE_WORDS = frozenset({"to", "through", "thru", "till", "until", "vs", "versus", "nor", "and/or"})
+_ALTERNATIVE_WORDS = frozenset({
+    "or", "maybe", "perhaps", "possibly", "probably", "could", "might", "unless", "otherwise", "alternatively",
+    "either",
+})
+_BOUND_AFTER = frozenset({  # right after the number: "18 max", "18ish", "18 plus"
+    "max", "maximum", "min", "minimum", "tops", "ish", "approx", "approximately", "roughly", "plus", "thereabouts",
+})
+_OR_BOUNDS = frozenset({  # after "or": "18 or more", "18 or so"
+    "more", "less", "fewer", "so", "above", "below", "over", "under", "higher", "lower", "greater", "smaller",
+    "later", "earlier", "thereabouts", "something", "thereabout", "bigger", "larger", "longer", "shorter",
+})
+_AFTER_TRANSFORMS = frozenset({"squared", "cubed", "factorial"})
+_CORRECTIONS = frozenset({"wait", "actually", "sorry", "oops", "correction", "rather", "instead", "scratch",
+                          "mean", "correcting", "corrected"})
+_RETRACTIONS = frozenset({"wait", "oops", "sorry", "correction"})
+_FILLERS = frozenset({"maybe", "perhaps", "possibly", "even", "else", "rather", "also", "actually", "just", "is",
+                      "it's", "it", "that", "the", "answer", "answers", "from", "be", "would", "could", "x", "y",
+                      "n", "a", "an", "of", "probably", "alternatively"})
+_CHAIN_OPS = frozenset({"+", "-", "×", "÷", "/", "^", "*", "x", "="})
+_DASHES = frozenset({"–", "—", "→", "~", "±", "+/-"})
+_MAX_CLAUSE_CHARS = 400
+_MAX_FIELD_CHARS = 2_000
+
+
+def _normalize(text: str) -> str:
+    r"""The plain text of a clause: no special tokens, markdown emphasis, math delimiters, currency signs or LaTeX
+    wrappers (``\text{}``, ``\frac{a}{b}`` → ``a/b``, ``\times`` → ``×``)."""
+    text = _SPECIAL_TOKEN_RE.sub(" ", text)
+    if "<" in text:
+        text = _MARKUP_TAG_RE.sub(" ", text)
+    if "\\" in text:
+        for _ in range(3):  # nested wrappers, bounded
+            text = _LATEX_WRAP_RE.sub(r" \1 ", text)
+        text = _LATEX_THOUSANDS_RE.sub(",", text)
+        text = _LATEX_FRAC_TEXT_RE.sub(r"(\1/\2)", text)
+        text = _LATEX_FRAC_SHORT_RE.sub(r"(\1/\2)", text)
+        text = _LATEX_SYMBOL_RE.sub(lambda m: _LATEX_SYMBOLS.get(m.group(1), " \\" + m.group(1) + " "), text)
+    text = text.replace("{,}", ",").replace("--", " – ").translate(_UNICODE_PUNCT)
+    text = text.replace("{", "(").replace("}", ")")  # LaTeX groups: "9^{12}" is a calculation
+    return _MARKDOWN_RE.sub(" ", text)
+
+
+class _Token(NamedTuple):
+    kind: str  # "num", "word", "op", "punct", "clock"
+    text: str
+    value: Fraction | None = None
+
+
+def _tokenize(text: str) -> list[_Token]:
+    tokens = []
+    for m in _TOKEN_RE.finditer(text):
+        kind = m.lastgroup
+        word = m.group(0)
+        if kind == "num":
+            tokens.append(_Token("num", word, _number_value(word)))
+        elif kind == "clock":
+            hours, minutes = word.split(":")
+            tokens.append(_Token("num", word, Fraction(int(hours)) if minutes == "00" else None))
+        elif kind == "word":
+            tokens.append(_Token("word", word.lower()))
+        else:
+            tokens.append(_Token(kind, word))
+    return tokens
+
+
+def _number_value(token: str) -> Fraction | None:
+    if "/" in token:
+        num, den = token.split("/")
+        return _fraction(num, den)
+    exponent = 0
+    if "e" in token or "E" in token:
+        token, _, exp = token.replace("E", "e").partition("e")
+        exponent = int(exp)
+    value = _to_fraction(token)
+    return None if value is None else value * Fraction(10) ** exponent
+
+
+class _Reading(NamedTuple):
+    """What a clause commits to: ``value`` (a number), or none with ``hedged`` (it names a number but commits to no
+    single one: declared as nothing) or ``expression`` (an unfinished calculation: LaTeX for math-verify)."""
+
+    value: Fraction | None
+    hedged: bool = False
+    expression: bool = False
+
+
+_NOTHING = _Reading(None)
+_HEDGED = _Reading(None, hedged=True)
+_EXPRESSION = _Reading(None, expression=True)
+
+
+def read_clause(text: str) -> Fraction | None:
+    r"""The one number a declaration's clause commits to, by the grammar of this module; ``None`` if none.
+
+    >>> read_clause("$18 apples in total, 9 in each box."), read_clause("negative 8"), read_clause("32... no wait, 34")
+    (Fraction(18, 1), Fraction(-8, 1), Fraction(34, 1))
+    >>> read_clause("18 or 19") is None, read_clause("at least 18") is None, read_clause("18 squared") is None
+    (True, True, True)
+    """
+    return _read(_tokenize(_normalize(text[:_MAX_CLAUSE_CHARS]))).value
+
+
+def _first_sentence(tokens: list[_Token]) -> list[_Token]:
+    """The tokens up to the end of the first sentence (``.``, ``!``, ``?`` or a line break were removed before)."""
+    for i, t in enumerate(tokens):
+        if t.kind == "punct" and t.text in ".!" and i > 0:
+            return tokens[:i]
+        if t.kind == "punct" and t.text == "?":
+            return tokens[:i + 1]  # the question mark stays: it hedges a number before it
+    return tokens
+
+
+def _read(tokens: list[_Token]) -> _Reading:
+    """The grammar's one rule, on the tokens of a clause (see the module docstring)."""
+    tokens = _first_sentence(tokens)
+    first = next((i for i, t in enumerate(tokens) if t.kind == "num"), None)
+    if first is None:
+        return _NOTHING
+    prefix = tokens[:first]
+    while prefix and prefix[-1].text in ("(", "["):
+        prefix = prefix[:-1]
+    negative = False
+    if prefix and prefix[-1].text == "-" and (len(prefix) == 1 or prefix[-2].kind != "num"):
+        negative, prefix = True, prefix[:-1]
+    elif prefix and prefix[-1].text in _SIGN_WORDS:
+        negative, prefix = True, prefix[:-1]
+    words = [t.text for t in prefix if t.kind == "word"]
+    if any(w in _NEGATIONS or w.endswith("n't") for w in words):
+        return _after_negation(tokens, first)
+    if (any(w in _BOUND_WORDS for w in words) or any(w in _NEAR_BOUND_WORDS for w in words[-2:])
+            or any(t.text in _BOUND_SIGNS for t in prefix)
+            or ("up" in words and "to" in words) or any(w in _TRANSFORM_WORDS for w in words[-3:])
+            or any(w in ("or", "and") for w in words) and any(t.kind == "num" for t in tokens[first + 1:])):
+        return _HEDGED
+    if any(t.kind == "num" for t in prefix):
+        return _HEDGED
+    reading = _read_after(tokens, first, negative)
+    if words and reading.value is not None:
+        # Words first: the clause is read as a field, holding the one number (repeated at most).
+        values = {t.value for t in tokens[first:] if t.kind == "num"}
+        if len(values) > 1 and not _has_correction(tokens, first):
+            return _HEDGED
+    return reading
+
+
+def _after_negation(tokens: list[_Token], first: int) -> _Reading:
+    """``not 15 but 8`` commits to 8; a negated number with nothing after it commits to nothing."""
+    last = _last_number(tokens)
+    for i in range(first + 1, last):
+        if tokens[i].text in ("but", "rather", "instead", ",", ";", "it's"):
+            return _read(tokens[i + 1:])
+    return _HEDGED
+
+
+def _last_number(tokens: list[_Token]) -> int:
+    """The index of the last number in ``tokens``, -1 if none: "a number follows k" is ``k < _last_number``."""
+    return next((i for i in range(len(tokens) - 1, -1, -1) if tokens[i].kind == "num"), -1)
+
+
+def _has_correction(tokens: list[_Token], start: int) -> bool:
+    return any(t.text in _CORRECTIONS for t in tokens[start:])
+
+
+def _read_after(tokens: list[_Token], i: int, negative: bool) -> _Reading:
+    """The number at ``tokens[i]`` and what follows it."""
+    value = tokens[i].value
+    if value is None:
+        return _HEDGED
+    if negative:
+        value = -value
+    j = i + 1
+    n = len(tokens)
+    if j < n and tokens[j].kind == "word" and tokens[j].text in _SCALES:
+        value *= _SCALES[tokens[j].text]
+        j += 1
+    last = _last_number(tokens)
+    # A correction later in the clause replaces everything before it.
+    for k in range(j, n):
+        if tokens[k].text in _CORRECTIONS and not (tokens[k].text == "mean" and tokens[k - 1].text != "i"):
+            if k < last:
+                return _read(tokens[k + 1:])
+            if tokens[k].text in _RETRACTIONS:
+                return _HEDGED
+    if j < n:
+        t = tokens[j]
+        if t.text == "?":
+            return _HEDGED
+        if t.text in _CHAIN_OPS and j + 1 < n and (tokens[j + 1].kind == "num" or tokens[j + 1].text in "(-"):
+            return _read_chain(tokens, i, value)
+        if t.text == "+" or t.text in _DASHES and j + 1 < n and tokens[j + 1].kind == "num":
+            return _HEDGED
+        if t.kind == "word" and t.text == "e" and j + 1 < n and tokens[j + 1].kind == "num":
+            return _HEDGED  # "1.8 e1": an exponent apart from its number
+        if t.kind == "op" and t.text in _BOUND_SIGNS:
+            return _HEDGED
+    # Up to three words (units) after the number, then what they lead to.
+    k, units = j, 0
+    while k < n and tokens[k].kind == "word" and units < 3 and tokens[k].text not in _RANGE_WORDS \
+            and tokens[k].text not in _ALTERNATIVE_WORDS and tokens[k].text not in ("and", "of") \
+            and tokens[k].text not in _BOUND_AFTER and tokens[k].text not in _AFTER_TRANSFORMS:
+        k, units = k + 1, units + 1
+    if k < n:
+        t = tokens[k]
+        if t.text in _AFTER_TRANSFORMS or t.text == "%" and k + 1 < n and tokens[k + 1].text == "of":
+            return _HEDGED
+        if t.text in _BOUND_AFTER and k == j:
+            return _HEDGED
+        if t.text == "or" and k + 1 < n and tokens[k + 1].text in _OR_BOUNDS:
+            return _HEDGED
+        if t.text in ("at", "up") and k + 1 < n and tokens[k + 1].text in ("most", "least", "to"):
+            return _HEDGED
+        if t.text in _RANGE_WORDS | _DASHES and _number_follows(tokens, k + 1):
+            return _HEDGED
+        if t.text in (",", ";", "&", "and", "/", "|") and units <= (0 if t.text in ("and", "&") else 1) \
+                and _number_follows(tokens, k + 1, fillers=False):
+            return _HEDGED
+    # An alternative anywhere later in the clause, naming another number, commits to neither.
+    for k in range(j, last):
+        if tokens[k].text in _ALTERNATIVE_WORDS:
+            return _HEDGED
+        if tokens[k].text == "(" and k + 1 < n and tokens[k + 1].text in _ALTERNATIVE_WORDS:
+            return _HEDGED
+    return _Reading(value)
+
+
+def _number_follows(tokens: list[_Token], k: int, fillers: bool = True) -> bool:
+    """Whether a number comes at ``tokens[k]``, after filler words ("or maybe even 19", "or x = 19") if allowed."""
+    n = len(tokens)
+    while k < n and (tokens[k].text in ("(", "[", "-", ":", "=") or fillers and tokens[k].text in _FILLERS):
+        k += 1
+    return k < n and tokens[k].kind == "num"
+
+
+def _read_chain(tokens: list[_Token], i: int, value: Fraction) -> _Reading:
+    """``20 - 2 = 18`` commits to its result, 18; a calculation without ``=`` (``2 × 9``) to nothing readable
+    here: math-verify may read it in a box."""
+    j, last_eq, n = i + 1, None, len(tokens)
+    while j + 1 < n and tokens[j].text in _CHAIN_OPS | {"(", ")"}:
+        k = j
+        while k < n and tokens[k].text in _CHAIN_OPS | {"(", ")"}:
+            if tokens[k].text == "=":
+                last_eq = k
+            k += 1
+        if k >= n or tokens[k].kind != "num":
+            break
+        j = k + 1
+    while j < n and tokens[j].text == ")":
+        j += 1
+    if last_eq is None:
+        return _EXPRESSION
+    result = next((k for k in range(last_eq + 1, j) if tokens[k].kind == "num"), None)
+    if result is None or any(tokens[k].text in _CHAIN_OPS - {"="} for k in range(result + 1, j)):
+        return _EXPRESSION
+    negative = tokens[result - 1].text == "-"
+    return _read_after(tokens[:result] + tokens[result:], result, negative)
+
+
+# --- declarations -----------------------------------------------------------------------------------------------------
+
+_HASH_RE = re.compile(r"####")
+_BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
+_TAG_RE = re.compile(r"<answer(?:\s[^<>]{0,200})?>((?:(?!<answer[\s>])[\s\S]){0,5000}?)</answer\s*>", re.IGNORECASE)
+_JSON_KEY_RE = re.compile(r'"(?:final_answer|answer|final answer)"\s*:\s*', re.IGNORECASE)
+_JSON_STRING_RE = re.compile(r'"((?:[^"\\]|\\.){0,2000})"', re.DOTALL)
+_JSON_NUMBER_RE = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]{1,2})?(?![0-9])")
+# "[the|final|correct] answer [to the question|for this problem|...] is|was|would be|=|:"; a qualifier holds no digit.
+_PHRASE_RE = re.compile(
+    r"(?<![A-Za-z])(?:final\s+|correct\s+|the\s+|my\s+)?answers?(?![A-Za-z])"
+    r"(?:\s+(?:to|for|of|in|we\s+are|here|then|therefore|thus)(?:\s+[A-Za-z'’]+){0,6}?)?(?:\s*,[^,.\n0-9]{1,60},)?"
+    r"\s*(?:\*\*|__)?\s*(?:(?P<neg>isn['’]t|wasn['’]t|aren['’]t|cannot\s+be|can['’]t\s+be|can\s+not\s+be|is\s+not"
+    r"|was\s+not|won['’]t\s+be|would\s+not\s+be|wouldn['’]t\s+be|is\s+never)"
+    r"|is|was|are|would\s+be|will\s+be|should\s+be|must\s+be|comes\s+to|equals|=|:|：)"
+    r"(?![A-Za-z])\s*(?:\*\*|__)?\s*:?",
+    re.IGNORECASE,
+)
+# A line that is only a label: "A:", "Ans:", "**Final Answer**", "## Final Answer", "Answer" (the value follows).
+_LABEL_RE = re.compile(
+    r"^[ \t>*_#-]*(?:the\s+)?(?:final\s+answer|answer|ans|a)(?:\s*(?:\*\*|__))?\s*(?:[:：]|(?=[ \t*_#]*$))"
+    r"[ \t]*(?:\*\*|__)?",
+    re.IGNORECASE | re.MULTILINE,
+)
+# Who else's answer, or a hypothesis: the sentence before the marker says so.
+_ATTRIBUTION_RE = re.compile(
+    r"(?<![A-Za-z])(?:mistake|mistaken|mistakenly|wrong|wrongly|incorrect|incorrectly|error|erroneous|erroneously"
+    r"|tempting|tempted|trap|naive|naively|careless|misread|pretend|hypothetically)(?![A-Za-z])",
+    re.IGNORECASE,
+)
+_CONDITIONAL_RE = re.compile(  # "If the answer is 84, ...": a hypothesis (the conditional right before the marker)
+    r"(?<![A-Za-z])(?:if|suppose|supposing|assume|assuming|whether|unless|when)(?:\s+[A-Za-z'’]+){0,2}\s*$",
+    re.IGNORECASE,
+)
+_SAYING_RE = re.compile(r"(?<![A-Za-z])(say|says|said|saying|claim|claims|claimed|think|thinks|thought|believe"
+                        r"|believes|believed|guess|guesses|guessed|argue|argues|argued)(?![A-Za-z])", re.IGNORECASE)
+_OWN_SUBJECTS = frozenset({"i", "we", "let's", "lets", "to", "so", "thus", "therefore", "hence", "us"})
+_MODALS = frozenset({"would", "could", "can", "might", "may", "will", "should", "must", "also", "then", "now", "just",
+                     "safely", "confidently", "therefore", "thus", "hence", "finally", "do", "did", "really", "still"})
+_SENTENCE_START_RE = re.compile(r"(?:[.!?]\s|\n)(?=[^.!?\n]*\Z)")
+
+
+def _attributed(text: str, pos: int) -> bool:
+    """Whether the sentence before ``pos`` makes the declaration someone else's or a hypothesis."""
+    start = max(0, pos - 200)
+    before = text[start:pos]
+    m = _SENTENCE_START_RE.search(before)
+    sentence = before[m.end():] if m else before
+    if _ATTRIBUTION_RE.search(sentence) or _CONDITIONAL_RE.search(sentence):
+        return True
+    for say in _SAYING_RE.finditer(sentence):
+        words = re.findall(r"[A-Za-z'’]+", sentence[:say.start()].lower())
+        while words and words[-1] in _MODALS:
+            words.pop()
+        if words and words[-1] not in _OWN_SUBJECTS:
+            return True
+    return False
+
+
+def _clause_after(text: str, end: int) -> str:
+    """The text a marker ending at ``end`` declares: the rest of its line, or, when that is empty, the next non-empty
+    line (a display-math block whole)."""
+    line_end = text.find("\n", end)
+    line = text[end:] if line_end < 0 else text[end:line_end]
+    if line.strip(" \t*_:#`") or line_end < 0:
+        return line
+    lines = text[line_end + 1:line_end + 1 + _MAX_CLAUSE_CHARS].split("\n")
+    for i, line in enumerate(lines):
+        stripped = line.strip()
+        if not stripped:
+            continue
+        for opener, closer in (("$$", "$$"), ("\\[", "\\]")):
+            if stripped.startswith(opener) and closer not in stripped[len(opener):]:
+                block = [stripped]
+                for more in lines[i + 1:i + 6]:
+                    block.append(more.strip())
+                    if closer in more:
+                        break
+                return " ".join(block)
+        return line
+    return ""
+
+
+def _read_field(content: str) -> tuple[_Reading, str | None]:
+    """The value of an answer tag's or a JSON field's content: a declaration inside it speaks for it, else the
+    content is read as one clause. Returns the reading and, for a calculation, the LaTeX for math-verify."""
+    content = content[:_MAX_FIELD_CHARS]
+    inner = _declarations(content, _INNER_KINDS)
+    if inner:
+        return max(inner, key=lambda c: c[0])[1:]
+    return _read(_tokenize(_normalize(content.replace("\n", " ")))), None
+
+
+def _boxed_contents(text: str) -> list[tuple[int, int, str]]:
+    """``(start, end, content)`` of every ``\\boxed{...}`` with balanced braces (bounded nesting)."""
+    found = []
+    for m in _BOXED_RE.finditer(text):
+        depth, i = 1, m.end()
+        limit = min(len(text), m.end() + 2 * MAX_LATEX_CHARS)
+        while i < limit and depth:
+            c = text[i]
+            if c == "{":
+                depth += 1
+                if depth > 20:
+                    break
+            elif c == "}":
+                depth -= 1
+            i += 1
+        if depth == 0:
+            found.append((m.start(), i, text[m.end():i - 1]))
+    return found
+
+
+def _json_fields(text: str) -> list[tuple[int, int, str | Fraction | None]]:
+    """``(start, end, value)`` of each JSON ``"answer"`` / ``"final_answer"`` field: its string or number value;
+    ``end`` is where the enclosing object ends (the other fields of that object declare nothing)."""
+    found = []
+    for m in _JSON_KEY_RE.finditer(text):
+        s = _JSON_STRING_RE.match(text, m.end())
+        if s:
+            try:
+                value: str | Fraction | None = json.loads(s.group(0))
+            except ValueError:
+                value = s.group(1)
+            end = s.end()
+        else:
+            num = _JSON_NUMBER_RE.match(text, m.end())
+            if num is None:
+                continue
+            value, end = _number_value(num.group(0).lstrip("-")), num.end()
+            if value is not None and num.group(0).startswith("-"):
+                value = -value
+        close = text.find("}", end)
+        found.append((m.start(), close + 1 if close >= 0 else end, value))
+    return found
+
+
+def _object_start(text: str, pos: int) -> int:
+    start = text.rfind("{", 0, pos)
+    return start if start >= 0 else pos
+
+
+def _declarations(text: str, kinds: frozenset[str]) -> list[tuple[int, _Reading, str | None]]:
+    """Every declaration of ``kinds`` in ``text``: ``(position, reading, latex for math-verify or None)``."""
+    found: list[tuple[int, _Reading, str | None]] = []
+    covered: list[tuple[int, int]] = []  # fields read whole: declarations inside them are theirs
+    if "json" in kinds and '"' in text and "nswer" in text:
+        for start, end, value in _json_fields(text):
+            if isinstance(value, Fraction) or value is None:
+                reading, latex = _Reading(value), None
+            else:
+                reading, latex = _read_field(value)
+            found.append((start, reading, latex))
+            covered.append((_object_start(text, start), end))
+    if "answer_tag" in kinds and "</" in text:
+        for m in _TAG_RE.finditer(text):
+            if any(s <= m.start() < e for s, e in covered):
+                continue
+            reading, latex = _read_field(m.group(1))
+            found.append((m.start(), reading, latex))
+            covered.append((m.start(), m.end()))
+
+    def free(pos: int) -> bool:
+        return not any(s <= pos < e for s, e in covered)
+
+    if "hash" in kinds and "####" in text:
+        for m in _HASH_RE.finditer(text):
+            if free(m.start()) and (m.start() == 0 or text[m.start() - 1] != "#"):
+                found.append((m.start(), _read(_tokenize(_normalize(_clause_after(text, m.end())))), None))
+    if "boxed" in kinds and ("\\boxed" in text or "\\fbox" in text):
+        for start, end, content in _boxed_contents(text):
+            if free(start):
+                plain = _normalize(content)
+                reading = _read(_tokenize(plain))
+                if "\\" in plain:
+                    reading = _EXPRESSION  # LaTeX this grammar does not read (\binom, \prod): math-verify's
+                latex = content if reading.expression and _math_verify_safe(content) else None
+                found.append((start, reading, latex))
+                covered.append((start, end))
+    regexes = []
+    if "phrase" in kinds and ("nswer" in text or "NSWER" in text):
+        regexes.append(_PHRASE_RE)
+    if "label" in kinds and ("nswer" in text or "NSWER" in text or ":" in text or "：" in text):
+        regexes.append(_LABEL_RE)
+    for regex in regexes:
+        for m in regex.finditer(text):
+            if not free(m.start()) or not free(m.end()) or _attributed(text, m.start()):
+                continue
+            clause = _clause_after(text, m.end())
+            if "\\boxed" in clause or "\\fbox" in clause:
+                continue  # the box speaks for it
+            reading = _read(_tokenize(_normalize(clause)))
+            if regex is _PHRASE_RE and m.group("neg") and reading.value is not None:
+                reading = _read([_Token("word", "not"), *_tokenize(_normalize(clause))])
+            if reading.value is not None or reading.hedged or reading.expression:
+                found.append((m.start(), reading, None))
+    return found
+
+
+def _last_declaration(text: str, kinds: frozenset[str]) -> tuple[Fraction | None, str | None]:
+    """The last declaration in ``text``: ``(value, None)``, or ``(None, latex)`` for boxed LaTeX to verify."""
+    found = _declarations(text, kinds)
+    if not found:
+        return None, None
+    _, reading, latex = max(found, key=lambda c: c[0])
+    return reading.value, latex
 
 
 # --- internals ---------------------------------------------------------------------------------------------------
 
 
-def _fast_match(completion: object, gold: object, mode: Mode) -> bool | tuple[str, str]:
+def _fast_match(completion: object, gold: object, kinds: frozenset[str]) -> bool | tuple[str, str]:
     """The verdict without math-verify, or ``(latex, gold)`` that it must settle (already screened)."""
     gold_value = gold if isinstance(gold, Fraction) else extract_gold(gold)
     if gold_value is None:
@@ -343,33 +900,12 @@ def _fast_match(completion: object, gold: object, mode: Mode) -> bool | tuple[st
     text = _answer_region(completion)
     if text is None:
         return False
-    value, latex = _last_declaration(text, mode)
+    value, latex = _last_declaration(text, kinds)
     if value is not None:
         return value == gold_value
     if latex is None or not _math_verify_safe(latex):
         return False
     return latex, str(gold_value)  # "18", "3/4"
-
-
-def _standalone_number(text: str, m: re.Match | None) -> Fraction | None:
-    """The number matched by ``m`` unless it is part of an expression (``2 \\times 9``, ``5 + 13``) or the first of
-    several (``18 or 19``, ``18, 19``, ``18 to 19``). ``1.8e1`` reads 18."""
-    if m is None:
-        return None
-    rest = text[m.end():]
-    exponent = _EXPONENT_RE.match(rest)
-    if exponent:
-        value = _to_fraction(m.group(0))
-        rest = rest[exponent.end():]
-        if value is not None:
-            value *= Fraction(10) ** int(exponent.group(1))
-    elif _LOOSE_EXPONENT_RE.match(rest):
-        return None  # "1.8 e1", or an exponent too large to be an answer
-    else:
-        value = _to_fraction(m.group(0))
-    if not _ALLOWED_AFTER_NUMBER.match(rest.lstrip()) or _ANOTHER_NUMBER_RE.match(rest):
-        return None
-    return value
 
 
 def _fraction(num: str, den: str) -> Fraction | None:
@@ -393,128 +929,18 @@ def _to_fraction(token: str) -> Fraction | None:
     return -value if negative else value
 
 
-def _clean_latex(text: str) -> str:
-    r"""Drop the LaTeX and markdown wrapping around a value: ``$``, ``\(``, ``\text{}``, ``\,``, ``**``."""
-    if not _MARKUP_CHARS_RE.search(text):
-        return text.strip()
-    text = _LATEX_TEXT_RE.sub(r"\1", text)
-    text = _LATEX_SPACING_RE.sub("", text)
-    text = text.replace("\\%", "%").replace("{,}", ",").replace("\\(", "").replace("\\)", "")
-    text = text.replace("\\[", "").replace("\\]", "").replace("**", "").replace("__", "").replace("`", "")
-    text = text.strip()
-    # Surrounding math dollars (not a currency sign in front of a number).
-    while len(text) >= 2 and text.startswith("$") and text.endswith("$"):
-        text = text[1:-1].strip()
-    if text.startswith("$") and not re.match(r"\$\s?[-−]?[\d.]", text):
-        text = text[1:].strip()
-    if text.endswith("$") and text.count("$") == 1 and not text.startswith("$"):
-        text = text[:-1].strip()
-    return text.strip()
-
-
 def _answer_region(completion: object) -> str | None:
+    """The text that may declare: after the last ``</think>`` (text before it is thinking, its opener may have been
+    in the prompt) and before a ``<think>`` that never closes."""
     if not isinstance(completion, str) or not completion:
         return None
     close = completion.rfind("</think>")
     if close >= 0:
         completion = completion[close + len("</think>"):]
-    elif "<think>" in completion:
-        return None  # still thinking: nothing declared yet
-    return completion[-MAX_COMPLETION_CHARS:]
-
-
-def _read_value(segment: str) -> tuple[Fraction | None, bool]:
-    """The value right after a declaration: the first number, or the result of a short ``a op b = c`` chain.
-
-    Returns ``(value, declared)``: ``declared`` is false when the text holds no value; a value that is negated or
-    one of several (``not 18``, ``18 or 19``, ``between 18 and 19``) is declared, as nothing: ``(None, True)``.
-    """
-    line = _clean_latex(segment.split("\n", 1)[0][:300])
-    boxed = _boxed_contents(line)
-    if boxed:
-        value, _ = _boxed_value(boxed[-1][1])
-        return value, True
-    segment = _SENTENCE_END_RE.split(line, 1)[0]
-    first = _NUMBER_RE.search(segment)
-    if first is None:
-        return None, False
-    if _NEGATED_RE.search(segment[:first.start()]) or _ANOTHER_NUMBER_RE.match(line, first.end()):
-        return None, True
-    # "The answer is 3 * 6 = 18." reads the result after the last "=".
-    if "=" in segment:
-        start = segment.rindex("=") + 1
-        start += len(segment[start:]) - len(segment[start:].lstrip())
-        m = _NUMBER_RE.match(line, start)
-    else:
-        m = first
-        # A few words may stand before the value ("is a total of $18"); a later sentence may not.
-        if m.start() > 40:
-            return None, False
-    value = _standalone_number(line[:len(segment)], m) if m else None
-    if value is not None and _ANOTHER_NUMBER_RE.match(line, m.end()):
-        return None, True
-    return value, value is not None
-
-
-def _boxed_value(content: str) -> tuple[Fraction | None, str | None]:
-    """``(value, None)`` for a number, ``(None, latex)`` for LaTeX to verify, ``(None, None)`` for several numbers or
-    a negation (``\\boxed{18, 19}``, ``\\boxed{18 \\text{ or } 19}``, ``\\boxed{\\neq 18}``)."""
-    text = _clean_latex(content)
-    if _NEGATED_RE.search(text) or any(_ANOTHER_NUMBER_RE.match(text, m.end()) for m in _NUMBER_RE.finditer(text)):
-        return None, None
-    value = parse_number(content)
-    return value, (content if value is None else None)
-
-
-def _boxed_contents(text: str) -> list[tuple[int, str]]:
-    """``(position, content)`` of every ``\\boxed{...}`` with balanced braces (bounded nesting)."""
-    found = []
-    for m in _BOXED_RE.finditer(text):
-        depth, i = 1, m.end()
-        limit = min(len(text), m.end() + 2 * MAX_LATEX_CHARS)
-        while i < limit and depth:
-            c = text[i]
-            if c == "{":
-                depth += 1
-                if depth > 20:
-                    break
-            elif c == "}":
-                depth -= 1
-            i += 1
-        if depth == 0:
-            found.append((m.start(), text[m.end():i - 1]))
-    return found
-
-
-def _last_declaration(text: str, mode: Mode) -> tuple[Fraction | None, str | None]:
-    """The last declaration in ``text``: ``(value, None)``, or ``(None, latex)`` for boxed LaTeX to verify."""
-    candidates: list[tuple[int, Fraction | None, str | None]] = []
-    if "####" in text:
-        for m in _STRICT_RE.finditer(text):
-            candidates.append((m.start(), _read_value(text[m.end():])[0], None))
-    if mode == "flexible":
-        if "\\boxed" in text or "\\fbox" in text:
-            for pos, content in _boxed_contents(text):
-                candidates.append((pos, *_boxed_value(content)))
-        # Cheap substring tests first: most completions hold none of these words.
-        lowered = text.lower()
-        regexes = (_PHRASE_RE, _HEADING_RE) if "answer" in lowered else ()
-        if ":" in text or "：" in text:
-            regexes += (_LABEL_RE,)
-        for regex in regexes:
-            for m in regex.finditer(text):
-                rest = text[m.end():].lstrip(" \t*_:")
-                if regex is _HEADING_RE or not rest.strip("\n"):
-                    rest = rest.lstrip("\n")
-                if rest.lstrip().startswith(("\\boxed", "$\\boxed", "\\(\\boxed", "\\[\\boxed", "\\[")):
-                    continue  # the boxed candidate at that position speaks for it
-                value, declared = _read_value(rest)
-                if declared:  # a hedged "the answer is 18 or 19" declares nothing, and still comes last
-                    candidates.append((m.start(), value, None))
-    if not candidates:
-        return None, None
-    _, value, latex = max(candidates, key=lambda c: c[0])
-    return value, latex
+    opened = completion.find("<think>")
+    if opened >= 0:
+        completion = completion[:opened]
+    return completion[-MAX_COMPLETION_CHARS:] or None
 
 
 # --- math-verify fallback, in a child process so its sympy work can always be stopped ----------------------------
