@@ -446,3 +446,24 @@ def test_a_child_that_does_not_start_in_time_costs_the_startup_bound_then_is_tri
     assert answers._worker.starts == starts + 2 and answers._worker._proc is None
     monkeypatch.undo()
     assert answers_match(HONEST_LATEX[0], "18") is True  # the real child starts again
+
+
+def test_an_interrupt_between_request_and_reply_does_not_shift_later_replies():
+    """A KeyboardInterrupt while the child works on an input (a notebook's stop button) must not leave that reply in
+    the pipe, where it would answer the next input: the child is dropped and the next inputs are judged right."""
+    import _thread
+
+    assert answers._worker.start()
+    kills = answers._worker.kills
+    timer = threading.Timer(0.5, _thread.interrupt_main)  # raises KeyboardInterrupt in this (the main) thread
+    timer.start()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            answers_match(r"So: \boxed{" + slow_latex(0) + "}", "18")
+    finally:
+        timer.cancel()
+    assert answers._worker.kills == kills + 1
+    # Each verdict differs from the one before it: a reply shifted by one input would get at least one wrong.
+    assert answers_match(r"\boxed{2 \times 8}", "18") is False
+    assert answers_match(r"\boxed{2 \times 9}", "18") is True
+    assert answers_match(r"\boxed{3 \times 5}", "18") is False

@@ -445,6 +445,7 @@ _FILLERS = frozenset({"maybe", "perhaps", "possibly", "even", "else", "rather", 
 _CHAIN_OPS = frozenset({"+", "-", "×", "÷", "/", "^", "*", "x", "="})
 _DASHES = frozenset({"–", "—", "→", "~", "±", "+/-"})
 _MAX_CLAUSE_CHARS = 400
+_SENTENCE_END_RE = re.compile(r"(?<!\.)[.!?](?!\.)(?=\s|$)")  # not an ellipsis: "32... no wait, 34" goes on
 _MAX_FIELD_CHARS = 2_000
 
 
@@ -490,6 +491,8 @@ def _tokenize(text: str) -> list[_Token]:
 
 
 def _number_value(token: str) -> Fraction | None:
+    if token.isdigit():
+        return Fraction(int(token)) if len(token) <= MAX_NUMBER_DIGITS else None
     if "/" in token:
         num, den = token.split("/")
         return _fraction(num, den)
@@ -498,7 +501,7 @@ def _number_value(token: str) -> Fraction | None:
         token, _, exp = token.replace("E", "e").partition("e")
         exponent = int(exp)
     value = _to_fraction(token)
-    return None if value is None else value * Fraction(10) ** exponent
+    return value if value is None or not exponent else value * Fraction(10) ** exponent
 
 
 class _Reading(NamedTuple):
@@ -523,7 +526,14 @@ def read_clause(text: str) -> Fraction | None:
     >>> read_clause("18 or 19") is None, read_clause("at least 18") is None, read_clause("18 squared") is None
     (True, True, True)
     """
-    return _read(_tokenize(_normalize(text[:_MAX_CLAUSE_CHARS]))).value
+    return _read(_clause_tokens(text)).value
+
+
+def _clause_tokens(text: str) -> list[_Token]:
+    """The tokens of a clause's first sentence (what the reading rule looks at)."""
+    text = _normalize(text[:_MAX_FIELD_CHARS])
+    end = _SENTENCE_END_RE.search(text)
+    return _tokenize(text[:end.end()] if end else text[:_MAX_CLAUSE_CHARS])
 
 
 def _first_sentence(tokens: list[_Token]) -> list[_Token]:
@@ -684,6 +694,7 @@ def _read_chain(tokens: list[_Token], i: int, value: Fraction) -> _Reading:
 # --- declarations -----------------------------------------------------------------------------------------------------
 
 _HASH_RE = re.compile(r"####")
+_ANSWER_WORD_RE = re.compile(r"answer", re.IGNORECASE)
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _TAG_RE = re.compile(r"<answer(?:\s[^<>]{0,200})?>((?:(?!<answer[\s>])[\s\S]){0,5000}?)</answer\s*>", re.IGNORECASE)
 _JSON_KEY_RE = re.compile(r'"(?:final_answer|answer|final answer)"\s*:\s*', re.IGNORECASE)
@@ -691,7 +702,7 @@ _JSON_STRING_RE = re.compile(r'"((?:[^"\\]|\\.){0,2000})"', re.DOTALL)
 _JSON_NUMBER_RE = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]{1,2})?(?![0-9])")
 # "[the|final|correct] answer [to the question|for this problem|...] is|was|would be|=|:"; a qualifier holds no digit.
 _PHRASE_RE = re.compile(
-    r"(?<![A-Za-z])(?:final\s+|correct\s+|the\s+|my\s+)?answers?(?![A-Za-z])"
+    r"(?<![A-Za-z])[Aa](?i:nswers?)(?![A-Za-z])"
     r"(?:\s+(?:to|for|of|in|we\s+are|here|then|therefore|thus)(?:\s+[A-Za-z'’]+){0,6}?)?(?:\s*,[^,.\n0-9]{1,60},)?"
     r"\s*(?:\*\*|__)?\s*(?:(?P<neg>isn['’]t|wasn['’]t|aren['’]t|cannot\s+be|can['’]t\s+be|can\s+not\s+be|is\s+not"
     r"|was\s+not|won['’]t\s+be|would\s+not\s+be|wouldn['’]t\s+be|is\s+never)"
@@ -771,7 +782,7 @@ def _read_field(content: str) -> tuple[_Reading, str | None]:
     inner = _declarations(content, _INNER_KINDS)
     if inner:
         return max(inner, key=lambda c: c[0])[1:]
-    return _read(_tokenize(_normalize(content.replace("\n", " ")))), None
+    return _read(_clause_tokens(content.replace("\n", " "))), None
 
 
 def _boxed_contents(text: str) -> list[tuple[int, int, str]]:
@@ -849,7 +860,7 @@ def _declarations(text: str, kinds: frozenset[str]) -> list[tuple[int, _Reading,
     if "hash" in kinds and "####" in text:
         for m in _HASH_RE.finditer(text):
             if free(m.start()) and (m.start() == 0 or text[m.start() - 1] != "#"):
-                found.append((m.start(), _read(_tokenize(_normalize(_clause_after(text, m.end())))), None))
+                found.append((m.start(), _read(_clause_tokens(_clause_after(text, m.end()))), None))
     if "boxed" in kinds and ("\\boxed" in text or "\\fbox" in text):
         for start, end, content in _boxed_contents(text):
             if free(start):
@@ -860,23 +871,27 @@ def _declarations(text: str, kinds: frozenset[str]) -> list[tuple[int, _Reading,
                 latex = content if reading.expression and _math_verify_safe(content) else None
                 found.append((start, reading, latex))
                 covered.append((start, end))
-    regexes = []
-    if "phrase" in kinds and ("nswer" in text or "NSWER" in text):
-        regexes.append(_PHRASE_RE)
-    if "label" in kinds and ("nswer" in text or "NSWER" in text or ":" in text or "：" in text):
-        regexes.append(_LABEL_RE)
-    for regex in regexes:
-        for m in regex.finditer(text):
-            if not free(m.start()) or not free(m.end()) or _attributed(text, m.start()):
-                continue
-            clause = _clause_after(text, m.end())
-            if "\\boxed" in clause or "\\fbox" in clause:
-                continue  # the box speaks for it
-            reading = _read(_tokenize(_normalize(clause)))
-            if regex is _PHRASE_RE and m.group("neg") and reading.value is not None:
-                reading = _read([_Token("word", "not"), *_tokenize(_normalize(clause))])
-            if reading.value is not None or reading.hedged or reading.expression:
-                found.append((m.start(), reading, None))
+    matches: list[tuple[re.Pattern, re.Match]] = []
+    if "phrase" in kinds:
+        # The marker opens with the word "answer": match only where it stands (a scan from every position costs
+        # as much as the rest of the reading).
+        for word in _ANSWER_WORD_RE.finditer(text):
+            m = _PHRASE_RE.match(text, word.start())
+            if m:
+                matches.append((_PHRASE_RE, m))
+    if "label" in kinds and (matches or ":" in text or "：" in text or _ANSWER_WORD_RE.search(text)):
+        matches.extend((_LABEL_RE, m) for m in _LABEL_RE.finditer(text))
+    for regex, m in matches:
+        if not free(m.start()) or not free(m.end()) or _attributed(text, m.start()):
+            continue
+        clause = _clause_after(text, m.end())
+        if "\\boxed" in clause or "\\fbox" in clause:
+            continue  # the box speaks for it
+        reading = _read(_clause_tokens(clause))
+        if regex is _PHRASE_RE and m.group("neg") and reading.value is not None:
+            reading = _read([_Token("word", "not"), *_clause_tokens(clause)])
+        if reading.value is not None or reading.hedged or reading.expression:
+            found.append((m.start(), reading, None))
     return found
 
 
@@ -1040,6 +1055,12 @@ class _MathVerifyWorker:
             logger.warning("math-verify's child failed on %r (%s): scored as wrong, child restarted", latex[:80], exc)
             self.close()
             return False
+        except BaseException:
+            # Interrupted between request and reply (KeyboardInterrupt in a notebook): the reply would stay in the
+            # pipe and answer the next request. The child goes; the next input starts a fresh one.
+            self.kills += 1
+            self.close()
+            raise
         finally:
             self._lock.release()
 
