@@ -49,6 +49,7 @@ def test_healthy_run_has_no_diagnosis():
     ({"completions/clipped_ratio": 0.75}, "truncation"),
     ({"frac_zero_std_groups": 1.0, "frac_reward_zero_std": 1.0}, "zero_variance_groups"),
     ({"rewards/format_reward/mean": 0.0}, "format_reward_zero"),
+    ({"rewards/tag_format_reward/mean": 0.0}, "tag_format_reward_zero"),
     ({"loss": 0.0}, "loss_near_zero"),
 ])
 def test_each_condition_is_found_once_with_its_value(changes, condition, caplog):
@@ -62,6 +63,17 @@ def test_each_condition_is_found_once_with_its_value(changes, condition, caplog)
     assert found["advice"]
     warnings = [r for r in caplog.records if condition in r.getMessage()]
     assert len(warnings) == 1, "warned more than once"
+
+
+def test_each_format_reward_is_judged_on_its_own_template():
+    tags = feed([{**HEALTHY, "rewards/tag_format_reward/mean": 0.0}] * 5).diagnoses[0]["advice"]
+    assert "<answer>N</answer>" in tags and "smollm2-135m_cpu_demo_tags.yaml" in tags and "drop tag_format " in tags
+    hashes = feed([{**HEALTHY, "rewards/format_reward/mean": 0.0}] * 5).diagnoses[0]["advice"]
+    assert "'#### <number>'" in hashes and "smollm2-135m_cpu_demo.yaml" in hashes and "drop format " in hashes
+    # only the run's own format rewards are watched
+    trainer = SimpleNamespace(reward_func_names=["correctness_reward", "tag_format_reward"])
+    stuck = {**HEALTHY, "rewards/format_reward/mean": 0.0, "rewards/tag_format_reward/mean": 0.5}
+    assert feed([stuck] * 5, doctor=Doctor(trainer)).diagnoses == []
 
 
 def test_truncation_advice_names_the_limit_and_a_longer_one():

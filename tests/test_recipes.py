@@ -48,3 +48,22 @@ def test_curriculum_option_parses(tmp_path):
     script_args, _, _ = parse(["--config", "recipes/smollm2-135m_cpu_demo.yaml", "--output_dir", str(tmp_path),
                                "--max_solution_steps", "2"])
     assert script_args.max_solution_steps == 2
+
+
+def test_tags_demo_differs_from_the_demo_only_in_its_template():
+    """The two CPU demos compare answer templates on one model: nothing else may differ."""
+    import yaml
+
+    demo, tags = (yaml.safe_load(open(f"recipes/{name}.yaml")) for name in ("smollm2-135m_cpu_demo",
+                                                                             "smollm2-135m_cpu_demo_tags"))
+    differ = {key for key in demo.keys() | tags.keys() if demo.get(key) != tags.get(key)}
+    assert differ == {"system_prompt", "reward_funcs", "output_dir"}
+    assert tags["reward_funcs"] == ["correctness", "tag_format"]
+
+
+@pytest.mark.parametrize("recipe", ["recipes/smollm2-135m_cpu_demo.yaml", "recipes/smollm2-135m_cpu_demo_tags.yaml"])
+def test_the_prompts_worked_example_earns_every_reward_of_its_recipe(recipe, tmp_path):
+    script_args, _, _ = parse(["--config", recipe, "--output_dir", str(tmp_path), "--bf16", "false"])
+    example = script_args.system_prompt.split("How many apples are left?\n", 1)[1]  # the example's answer, gold 10
+    for func in get_reward_funcs(script_args.reward_funcs):
+        assert func([example], answer=["10"]) == [1.0], func.__name__

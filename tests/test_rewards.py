@@ -14,12 +14,14 @@ from trl_gsm8k.rewards import (
     CorrectnessReward,
     LengthReward,
     ShapedReward,
+    TagFormatReward,
     correctness_reward,
     correctness_reward_strict,
     format_reward,
     length_reward,
     shaped_reward,
     steps_reward,
+    tag_format_reward,
 )
 
 ASSETS = Path(__file__).parent / "assets"
@@ -87,17 +89,19 @@ def test_shaped_reward_uses_the_tutorial_weights():
 
 
 def test_rewards_pickle_and_keep_their_names():
-    for fn in (ShapedReward(format_weight=0.3), CorrectnessReward("strict"), LengthReward(1, 2)):
+    for fn in (ShapedReward(format_weight=0.3), CorrectnessReward("strict"), LengthReward(1, 2),
+               TagFormatReward(think_opened_in_prompt=True)):
         clone = pickle.loads(pickle.dumps(fn))
         assert clone.__name__ == fn.__name__ and repr(clone) == repr(fn)
-    for fn in (correctness_reward, correctness_reward_strict, length_reward, shaped_reward, format_reward):
+    for fn in (correctness_reward, correctness_reward_strict, length_reward, shaped_reward, format_reward,
+               tag_format_reward):
         clone = pickle.loads(pickle.dumps(fn))
         assert clone.__name__ == fn.__name__ and clone([GOOD], answer=["18"]) == fn([GOOD], answer=["18"])
-    assert set(REWARDS) == {"correctness", "correctness_strict", "format", "length", "shaped", "steps"}
+    assert set(REWARDS) == {"correctness", "correctness_strict", "format", "length", "shaped", "steps", "tag_format"}
 
 
 @pytest.mark.parametrize("fn", [correctness_reward, correctness_reward_strict, format_reward, length_reward, shaped_reward,
-                                steps_reward])
+                                steps_reward, tag_format_reward])
 def test_bad_completions_get_zero_never_an_exception(fn):
     bad = ["", None, "7" * 1_000_000, r"\boxed{9^{9^{9^{9^{9}}}}}", "#### " + "9" * 5000, 42, [], [{"content": None}]]
     out = fn(bad, answer=["18"] * len(bad))
@@ -210,3 +214,156 @@ def test_reward_names():
             get_reward_funcs(bad)
     with pytest.raises(ValueError, match="empty"):
         get_reward_funcs([])
+
+
+# --- the gold: `answer`, else `solution` (TRL's and open-r1's name) -----------------------------------------------
+
+GOLD_REWARDS = [correctness_reward, correctness_reward_strict, shaped_reward, steps_reward]
+RIGHT, WRONG = "48 / 2 = 24 in May, 48 + 24 = 72.\n#### 72", "48 / 2 = 24 in May, 48 + 25 = 73.\n#### 73"
+
+
+@pytest.mark.parametrize("fn", GOLD_REWARDS)
+@pytest.mark.parametrize("column, gold", [
+    ("answer", "72"), ("answer", "In all: 48+24 = <<48+24=72>>72 clips.\n#### 72"),
+    ("solution", "72"), ("solution", "#### 72"), ("solution", "\\boxed{72}"), ("solution", "$72$"),
+    ("solution", "In all, $48 + 24 = \\boxed{72}$ clips."),
+])
+def test_gold_is_read_from_answer_or_solution(fn, column, gold):
+    scores = fn([RIGHT, WRONG], **{column: [gold] * 2})
+    assert scores == fn([RIGHT, WRONG], answer=["72"] * 2) and scores[0] > scores[1]
+
+
+@pytest.mark.parametrize("fn", GOLD_REWARDS)
+def test_answer_is_the_gold_when_both_columns_are_there(fn):
+    # load_gsm8k has both: its `solution` is the worked solution; here it even holds another number
+    for solution in ("#### 73", "\\boxed{73}", "73"):
+        scores = fn([RIGHT, WRONG], answer=["72"] * 2, solution=[solution] * 2)
+        assert scores == fn([RIGHT, WRONG], answer=["72"] * 2) and scores[0] > scores[1], solution
+
+
+@pytest.mark.parametrize("fn", GOLD_REWARDS)
+def test_no_gold_column_names_both(fn):
+    with pytest.raises(ValueError, match="`answer` column .* `solution` column"):
+        fn([RIGHT], question=["How many clips?"])
+    with pytest.raises(ValueError, match="2 completions but 1 solutions"):
+        fn([RIGHT, RIGHT], solution=["72"])
+
+
+def test_unreadable_solution_gold_gives_none():
+    assert correctness_reward([RIGHT, RIGHT], solution=["\\boxed{72 or 73}", "\\boxed{72"]) == [None, None]
+
+
+# --- the tag template: <think>...</think> <answer>N</answer> ----------------------------------------------------------
+
+@pytest.mark.parametrize("completion", [
+    "<think>48+24</think> <answer>72</answer>",
+    "<reasoning>48+24=72</reasoning>\n<answer>\n72\n</answer>",
+    "<think>48+24</think><answer>$72</answer>",
+    "<think>48+24</think> <answer>72</answer></s>",
+    " \n<think>\n48 / 2 = 24\n48 + 24 = 72\n</think>\n\n<answer>72</answer>\n<|im_end|>\n",
+    "<think>48+24</think> <answer>72</answer><|eot_id|>",
+    "<think>48+24</think> <answer>72</answer> <|endoftext|>",
+    "<think></think> <answer>72</answer>",  # format only: an empty think block is still the template
+    "<think>Is the answer 71? No: 48+24 = 72.</think> <answer>72</answer>",  # numbers in the think block are fine
+    chat("<think>48+24</think> <answer>72</answer>"),
+])
+def test_tag_format_credits_the_template(completion):
+    assert tag_format_reward([completion]) == [1.0]
+
+
+@pytest.mark.parametrize("completion", [
+    "<answer>72</answer>",                                            # no think block
+    "<think>48+24</think> <answer>72",                                # answer never closed
+    "<think>48+24 <answer>72</answer>",                               # think never closed
+    "<think>48+24</think> <answer>72</answer> Hope that helps!",      # text after the answer
+    "<think>48+24</think> <answer>72</answer></s> more",              # text after the end of turn
+    "Sure! <think>48+24</think> <answer>72</answer>",                 # text before the think block
+    "<think>48+24</think> So: <answer>72</answer>",                   # text between the blocks
+    "<think>48+24</think> <answer>72</answer> <answer>73</answer>",   # two answers
+    "<think>48+24</think> <answer>72</answer> <answer>72</answer>",   # two answers, even equal
+    "<think><think>48+24</think></think> <answer>72</answer>",        # nested think
+    "<think>a</think> <think>b</think> <answer>72</answer>",          # two think blocks
+    "<think>48+24</think> <answer><answer>72</answer></answer>",      # nested answer
+    "<think>48+24</reasoning> <answer>72</answer>",                   # mismatched tags
+    "<answer>72</answer> <think>48+24</think>",                       # wrong order
+    "<THINK>48+24</THINK> <ANSWER>72</ANSWER>",                       # tags are lower case
+    "<think>48+24</think> <answer>72 or 73</answer>",                 # not one number
+    "<think>48+24</think> <answer>seventy-two</answer>",              # not a number
+    "<think>48+24</think> <answer></answer>",                         # empty answer
+    "48+24</think> <answer>72</answer>",                              # think opened by the prompt: see below
+    "48 + 24 = 72\n#### 72",                                          # the other template
+    "", None, 42, [], [{"content": None}], [{"role": "assistant", "content": "<answer>72</answer>"}],
+])
+def test_tag_format_refuses_anything_else(completion):
+    assert tag_format_reward([completion]) == [0.0]
+
+
+@pytest.mark.parametrize("completion, expected", [
+    ("48+24</think> <answer>72</answer>", 1.0),
+    ("\n48 / 2 = 24, 48 + 24 = 72\n</think>\n<answer>72</answer><|im_end|>", 1.0),
+    (chat("48+24</think> <answer>72</answer>"), 1.0),
+    ("<think>48+24</think> <answer>72</answer>", 0.0),             # a second think block
+    ("<reasoning>48+24</reasoning> <answer>72</answer>", 0.0),     # the prompt opened <think>
+    ("48+24 <answer>72</answer>", 0.0),                            # the think block never closed
+    ("48+24</think> <answer>72</answer> Hope that helps!", 0.0),
+])
+def test_tag_format_when_the_prompt_opens_the_think_block(completion, expected):
+    # R1-Zero's prompt ends with "Assistant: <think>": the completion starts inside the block
+    assert TagFormatReward(think_opened_in_prompt=True)([completion]) == [expected]
+
+
+def test_tag_format_is_a_recipe_name_and_keeps_its_metric_name():
+    from trl_gsm8k.rewards import get_reward_funcs
+
+    assert get_reward_funcs(["correctness", "tag_format"]) == [correctness_reward, tag_format_reward]
+    assert tag_format_reward.__name__ == TagFormatReward(True).__name__ == "tag_format_reward"
+    assert repr(tag_format_reward) == "TagFormatReward(think_opened_in_prompt=False)"
+
+
+# --- declarations: which templates the correctness reward credits -------------------------------------------------
+
+def test_correctness_with_declarations_credits_only_those():
+    from trl_gsm8k.answers import DECLARATIONS
+
+    assert len(DECLARATIONS) == 6 and {"hash", "boxed", "answer_tag", "json", "phrase", "label"} == set(DECLARATIONS)
+    tags_only = CorrectnessReward(declarations=("answer_tag",))
+    completions = ["<think>48+24</think> <answer>72</answer>", "48 + 24 = 72\n#### 72", "So \\boxed{72}.",
+                   "<think>48+24</think> <answer>73</answer>"]
+    logged = []
+    assert tags_only(completions, answer=["72"] * 4, log_metric=lambda *m: logged.append(m)) == [1.0, 0.0, 0.0, 0.0]
+    assert logged == [("accuracy", 1.0), ("accuracy", 0.0), ("accuracy", 0.0), ("accuracy", 0.0)]
+    assert tags_only.__name__ == "correctness_reward"
+    assert CorrectnessReward(declarations=["hash", "boxed"])(completions, answer=["72"] * 4) == [0.0, 1.0, 1.0, 0.0]
+    shaped = ShapedReward(format_weight=0.0, length_weight=0.0, declarations=("answer_tag",))
+    assert shaped(completions, answer=["72"] * 4) == [1.0, 0.0, 0.0, 0.0]
+
+
+def test_declarations_are_checked_when_the_reward_is_made_and_shown():
+    for bad in (("answer-tag",), (), ("answer_tag", "tags")):
+        with pytest.raises(ValueError, match="answer_tag"):  # the message lists the valid names
+            CorrectnessReward(declarations=bad)
+    with pytest.raises(ValueError, match="answer_tag"):
+        ShapedReward(declarations=("tags",))
+    with pytest.raises(ValueError, match="strict"):
+        CorrectnessReward("strict", declarations=("boxed",))
+    with pytest.raises(ValueError, match="mode"):
+        CorrectnessReward("lenient", declarations=("hash",))
+    assert CorrectnessReward("strict", declarations=("hash",))(["#### 72"], answer=["72"]) == [1.0]
+    assert CorrectnessReward(declarations="answer_tag").declarations == ("answer_tag",)  # one name, as answers reads it
+    reward = CorrectnessReward(declarations=["answer_tag"])
+    assert repr(reward) == "CorrectnessReward(mode='flexible', declarations=('answer_tag',))"
+    assert repr(pickle.loads(pickle.dumps(reward))) == repr(reward)
+    assert repr(correctness_reward) == "CorrectnessReward(mode='flexible', declarations=None)"
+    assert "declarations=('answer_tag',)" in repr(ShapedReward(declarations=("answer_tag",)))
+
+
+def test_readme_snippet_runs():
+    """The README's "Use the reward in your own TRL job" example, run as the doctest it is."""
+    import doctest
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    section = readme.split("### Use the reward in your own TRL job", 1)[1].split("\n#", 1)[0]
+    snippet = section.split("```python", 1)[1].split("\n```\n", 1)[0]
+    runner = doctest.DocTestRunner()
+    runner.run(doctest.DocTestParser().get_doctest(snippet, {}, "README", "README.md", 0))
+    assert runner.summarize(verbose=False) == (0, 5)  # failed, attempted

@@ -182,8 +182,8 @@ class GSM8KScriptArguments:
     )
     reward_funcs: list[str] = field(
         default_factory=lambda: ["correctness", "format"],
-        metadata={"help": "Short names (correctness, correctness_strict, format, length, shaped, steps) or dotted "
-                  "import paths; weighted by reward_weights."},
+        metadata={"help": "Short names (correctness, correctness_strict, format, length, shaped, steps, tag_format) or "
+                  "dotted import paths; weighted by reward_weights."},
     )
     doctor: bool = field(
         default=True,

@@ -49,9 +49,15 @@ ACCURACY_LOW = 0.05
 # A group of identical completions is a sampling problem (temperature too low), not a reward one: more than 1 in 4
 # such groups and the temperature is the first thing to raise.
 IDENTICAL_HIGH = 0.25
-# format_reward stuck at 0: fewer than 1 completion in 100 ends with '#### N' over the window, so format never
+# A format reward stuck at 0: fewer than 1 completion in 100 follows its template over the window, so format never
 # differs within a group and the format reward gives no signal.
 FORMAT_STUCK = 0.01
+FORMAT_REWARDS = {
+    "format_reward": ("end with '#### <number>'", "recipes/smollm2-135m_cpu_demo.yaml"),
+    "tag_format_reward": ("are '<think>…</think> <answer>N</answer>'", "recipes/smollm2-135m_cpu_demo_tags.yaml"),
+}
+"""The format rewards (``trl_gsm8k.rewards``) the doctor watches: what their completions do, a recipe whose prompt
+shows the template."""
 # A think block that never closes declares nothing (trl_gsm8k.answers reads only after '</think>') and scores 0.
 THINK_UNCLOSED_HIGH = 0.5
 # Reward collapse: the window's mean reward fell below half of the best window's, from a best that was not noise.
@@ -242,7 +248,6 @@ def recommend(figures: Mapping[str, Any], settings: Mapping[str, Any]) -> list[d
 # `reward/mean`, `policy/entropy` and `accuracy`.
 _TRUNCATION = "completions/clipped_ratio"
 _ZERO_STD = ("frac_zero_std_groups", "frac_reward_zero_std")
-_FORMAT = "rewards/format_reward/mean"
 _REWARD = ("reward/mean", "reward")
 _ENTROPY = ("policy/entropy", "entropy")
 _UNCLOSED_THINK = "doctor/unclosed_think"  # measured by the callback on the trainer's latest completions
@@ -254,7 +259,7 @@ def diagnose(window: Mapping[str, Sequence[float]], settings: Mapping[str, Any],
 
     ``window``: metric name -> its values over the last logged steps (missing metrics are skipped).
     ``settings``: ``max_completion_length``, ``beta``, ``temperature``, ``num_generations``, ``dynamic_sampling``,
-    ``max_solution_steps``, ``format_reward`` (whether format_reward is one of the rewards).
+    ``max_solution_steps``, ``format_rewards`` (the names of :data:`FORMAT_REWARDS` among the rewards).
     ``history``: ``reward_peak`` (best window mean of the reward so far), ``entropy_start`` (first window's entropy).
 
     Returns ``{"condition", "value", "advice"}`` per condition present.
@@ -307,15 +312,16 @@ def diagnose(window: Mapping[str, Sequence[float]], settings: Mapping[str, Any],
         found.append({"condition": "zero_variance_groups", "value": zero_std, "advice": (
             f"{100 * zero_std:.0f} % of groups have all-equal rewards (advantage 0: they teach nothing); {advice}")})
 
-    if settings.get("format_reward"):
-        fmt = mean(_FORMAT)
+    for name in settings.get("format_rewards") or ():
+        fmt = mean(f"rewards/{name}/mean")
         if fmt is not None and fmt <= FORMAT_STUCK:
+            template, recipe = FORMAT_REWARDS[name]
             why = " Most completions are truncated: fix that first." if truncated and truncated > TRUNCATION_HIGH \
                 else ""
-            found.append({"condition": "format_reward_zero", "value": fmt, "advice": (
-                f"format_reward is {fmt:.3f}: completions never end with '#### <number>', so the format reward gives "
-                "no signal. Show the format in the prompt (a worked example in system_prompt, as "
-                f"recipes/smollm2-135m_cpu_demo.yaml does) or drop format from reward_funcs.{why}")})
+            found.append({"condition": f"{name}_zero", "value": fmt, "advice": (
+                f"{name} is {fmt:.3f}: completions never {template}, so the format reward gives no signal. Show the "
+                f"format in the prompt (a worked example in system_prompt, as {recipe} does) or drop "
+                f"{name.removesuffix('_reward')} from reward_funcs.{why}")})
 
     reward, peak = mean(*_REWARD), history.get("reward_peak")
     if (reward is not None and peak is not None and peak >= REWARD_COLLAPSE_MIN_PEAK
@@ -366,7 +372,7 @@ class Doctor(TrainerCallback):
             "temperature": getattr(args, "temperature", None),
             "num_generations": getattr(args, "num_generations", None),
             "dynamic_sampling": getattr(args, "dynamic_sampling", False),
-            "format_reward": "format_reward" in names if names else True,
+            "format_rewards": [name for name in names if name in FORMAT_REWARDS] if names else list(FORMAT_REWARDS),
         }
 
     def _unclosed_think_rate(self) -> float | None:
