@@ -80,6 +80,7 @@ so no input can hang the caller, on any thread.
 from __future__ import annotations
 
 import atexit
+import bisect
 import functools
 import json
 import logging
@@ -91,7 +92,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from fractions import Fraction
 from typing import Literal, NamedTuple
 
@@ -103,6 +104,9 @@ MAX_COMPLETION_CHARS = 100_000
 """Longer completions are read only in their last MAX_COMPLETION_CHARS characters (where the answer is)."""
 MAX_NUMBER_DIGITS = 40
 """Numbers with more digits than this are treated as unreadable (GSM8K answers have at most 8)."""
+MAX_MARKERS_READ = 64
+"""Markers read per text, from the end: when none of the last 64 declares an answer, the text declares none (a
+solution makes a few; thousands are spam, and reading each would cost seconds)."""
 MAX_LATEX_CHARS = 200
 """Boxed LaTeX longer than this is not handed to math-verify."""
 MATH_VERIFY_TIMEOUT_S = 2.0
@@ -754,11 +758,12 @@ def _attributed(text: str, pos: int) -> bool:
 def _clause_after(text: str, end: int) -> str:
     """The text a marker ending at ``end`` declares: the rest of its line, or, when that is empty, the next non-empty
     line (a display-math block whole)."""
-    line_end = text.find("\n", end)
-    line = text[end:] if line_end < 0 else text[end:line_end]
+    window = text[end:end + _MAX_CLAUSE_CHARS]
+    line_end = window.find("\n")
+    line = window if line_end < 0 else window[:line_end]
     if line.strip(" \t*_:#`") or line_end < 0:
         return line
-    lines = text[line_end + 1:line_end + 1 + _MAX_CLAUSE_CHARS].split("\n")
+    lines = text[end + line_end + 1:end + line_end + 1 + _MAX_CLAUSE_CHARS].split("\n")
     for i, line in enumerate(lines):
         stripped = line.strip()
         if not stripped:
@@ -779,9 +784,9 @@ def _read_field(content: str) -> tuple[_Reading, str | None]:
     """The value of an answer tag's or a JSON field's content: a declaration inside it speaks for it, else the
     content is read as one clause. Returns the reading and, for a calculation, the LaTeX for math-verify."""
     content = content[:_MAX_FIELD_CHARS]
-    inner = _declarations(content, _INNER_KINDS)
-    if inner:
-        return max(inner, key=lambda c: c[0])[1:]
+    inner = _last_reading(content, _INNER_KINDS)
+    if inner is not None:
+        return inner
     return _read(_clause_tokens(content.replace("\n", " "))), None
 
 
@@ -834,73 +839,112 @@ def _object_start(text: str, pos: int) -> int:
     return start if start >= 0 else pos
 
 
-def _declarations(text: str, kinds: frozenset[str]) -> list[tuple[int, _Reading, str | None]]:
-    """Every declaration of ``kinds`` in ``text``: ``(position, reading, latex for math-verify or None)``."""
-    found: list[tuple[int, _Reading, str | None]] = []
+_Candidate = tuple[int, Callable[[], "tuple[_Reading, str | None] | None"]]
+
+
+def _declarations(text: str, kinds: frozenset[str]) -> list[_Candidate]:
+    """Every marker of ``kinds`` in ``text``: ``(position, read)``; ``read()`` gives ``(reading, latex for
+    math-verify or None)``, or ``None`` when the marker turns out to declare nothing. Reading is deferred: the last
+    declaration wins, so the reader goes from the end and stops at the first (a text of 10,000 markers costs one)."""
+    found: list[_Candidate] = []
     covered: list[tuple[int, int]] = []  # fields read whole: declarations inside them are theirs
     if "json" in kinds and '"' in text and "nswer" in text:
         for start, end, value in _json_fields(text):
-            if isinstance(value, Fraction) or value is None:
-                reading, latex = _Reading(value), None
+            if isinstance(value, str):
+                found.append((start, functools.partial(_read_field, value)))
             else:
-                reading, latex = _read_field(value)
-            found.append((start, reading, latex))
+                found.append((start, functools.partial(tuple, (_Reading(value), None))))
             covered.append((_object_start(text, start), end))
     if "answer_tag" in kinds and "</" in text:
+        inside = _Spans(covered)
         for m in _TAG_RE.finditer(text):
-            if any(s <= m.start() < e for s, e in covered):
-                continue
-            reading, latex = _read_field(m.group(1))
-            found.append((m.start(), reading, latex))
-            covered.append((m.start(), m.end()))
-
-    def free(pos: int) -> bool:
-        return not any(s <= pos < e for s, e in covered)
-
+            if not inside(m.start()):
+                found.append((m.start(), functools.partial(_read_field, m.group(1))))
+                covered.append((m.start(), m.end()))
+    if "boxed" in kinds and ("\\boxed" in text or "\\fbox" in text):
+        inside = _Spans(covered)
+        for start, end, content in _boxed_contents(text):
+            if not inside(start):
+                found.append((start, functools.partial(_read_boxed, content)))
+                covered.append((start, end))
+    inside = _Spans(covered)
     if "hash" in kinds and "####" in text:
         for m in _HASH_RE.finditer(text):
-            if free(m.start()) and (m.start() == 0 or text[m.start() - 1] != "#"):
-                found.append((m.start(), _read(_clause_tokens(_clause_after(text, m.end()))), None))
-    if "boxed" in kinds and ("\\boxed" in text or "\\fbox" in text):
-        for start, end, content in _boxed_contents(text):
-            if free(start):
-                plain = _normalize(content)
-                reading = _read(_tokenize(plain))
-                if "\\" in plain:
-                    reading = _EXPRESSION  # LaTeX this grammar does not read (\binom, \prod): math-verify's
-                latex = content if reading.expression and _math_verify_safe(content) else None
-                found.append((start, reading, latex))
-                covered.append((start, end))
-    matches: list[tuple[re.Pattern, re.Match]] = []
+            if not inside(m.start()) and (m.start() == 0 or text[m.start() - 1] != "#"):
+                found.append((m.start(), functools.partial(_read_marker, text, m, False)))
     if "phrase" in kinds:
         # The marker opens with the word "answer": match only where it stands (a scan from every position costs
         # as much as the rest of the reading).
         for word in _ANSWER_WORD_RE.finditer(text):
             m = _PHRASE_RE.match(text, word.start())
-            if m:
-                matches.append((_PHRASE_RE, m))
-    if "label" in kinds and (matches or ":" in text or "：" in text or _ANSWER_WORD_RE.search(text)):
-        matches.extend((_LABEL_RE, m) for m in _LABEL_RE.finditer(text))
-    for regex, m in matches:
-        if not free(m.start()) or not free(m.end()) or _attributed(text, m.start()):
-            continue
-        clause = _clause_after(text, m.end())
-        if "\\boxed" in clause or "\\fbox" in clause:
-            continue  # the box speaks for it
-        reading = _read(_clause_tokens(clause))
-        if regex is _PHRASE_RE and m.group("neg") and reading.value is not None:
-            reading = _read([_Token("word", "not"), *_clause_tokens(clause)])
-        if reading.value is not None or reading.hedged or reading.expression:
-            found.append((m.start(), reading, None))
+            if m and not inside(m.start()) and not inside(m.end()):
+                found.append((m.start(), functools.partial(_read_marker, text, m, True)))
+    if "label" in kinds and (":" in text or "：" in text or _ANSWER_WORD_RE.search(text)):
+        for m in _LABEL_RE.finditer(text):
+            if not inside(m.start()) and not inside(m.end()):
+                found.append((m.start(), functools.partial(_read_marker, text, m, True)))
     return found
+
+
+class _Spans:
+    """Whether a position lies inside any of some spans, in O(log n)."""
+
+    def __init__(self, spans: list[tuple[int, int]]) -> None:
+        merged: list[list[int]] = []
+        for start, end in sorted(spans):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        self.starts = [s for s, _ in merged]
+        self.ends = [e for _, e in merged]
+
+    def __call__(self, pos: int) -> bool:
+        i = bisect.bisect_right(self.starts, pos) - 1
+        return i >= 0 and pos < self.ends[i]
+
+
+def _read_boxed(content: str) -> tuple[_Reading, str | None]:
+    plain = _normalize(content)
+    reading = _read(_tokenize(plain))
+    if "\\" in plain:
+        reading = _EXPRESSION  # LaTeX this grammar does not read (\binom, \prod): math-verify's
+    return reading, (content if reading.expression and _math_verify_safe(content) else None)
+
+
+def _read_marker(text: str, m: re.Match, sentence_marker: bool) -> tuple[_Reading, None] | None:
+    """What ``####``, a phrase or a label declares; ``None`` for a marker that declares nothing: someone else's
+    answer or a hypothesis, a box after it (the box speaks), or no number at all ("the answer is correct")."""
+    if sentence_marker and _attributed(text, m.start()):
+        return None
+    clause = _clause_after(text, m.end())
+    if sentence_marker and ("\\boxed" in clause or "\\fbox" in clause):
+        return None
+    tokens = _clause_tokens(clause)
+    if m.re is _PHRASE_RE and m.group("neg"):
+        tokens = [_Token("word", "not"), *tokens]  # "the answer isn't 18"
+    reading = _read(tokens)
+    if not sentence_marker:
+        return reading, None
+    return (reading, None) if reading.value is not None or reading.hedged or reading.expression else None
+
+
+def _last_reading(text: str, kinds: frozenset[str]) -> tuple[_Reading, str | None] | None:
+    """The reading of the last declaration in ``text``, ``None`` if it has none."""
+    candidates = sorted(_declarations(text, kinds), key=lambda c: c[0], reverse=True)
+    for _, read in candidates[:MAX_MARKERS_READ]:
+        result = read()
+        if result is not None:
+            return result
+    return None
 
 
 def _last_declaration(text: str, kinds: frozenset[str]) -> tuple[Fraction | None, str | None]:
     """The last declaration in ``text``: ``(value, None)``, or ``(None, latex)`` for boxed LaTeX to verify."""
-    found = _declarations(text, kinds)
-    if not found:
+    result = _last_reading(text, kinds)
+    if result is None:
         return None, None
-    _, reading, latex = max(found, key=lambda c: c[0])
+    reading, latex = result
     return reading.value, latex
 
 
