@@ -613,6 +613,13 @@ def _read_after(tokens: list[_Token], i: int, negative: bool) -> _Reading:
     if j < n and tokens[j].kind == "word" and tokens[j].text in _SCALES:
         value *= _SCALES[tokens[j].text]
         j += 1
+    # A unit written onto the number ("18%", "18/day") belongs to it: what follows is read after it.
+    if j < n and tokens[j].text == "%":
+        j += 1
+        if j < n and tokens[j].text == "of" and _number_follows(tokens, j + 1, fillers=False):
+            return _HEDGED  # "25% of 80": a transformation of the number
+    elif j + 1 < n and tokens[j].text == "/" and tokens[j + 1].kind == "word":
+        j += 2
     last = _last_number(tokens)
     # A correction later in the clause replaces everything before it.
     for k in range(j, n):
@@ -641,10 +648,10 @@ def _read_after(tokens: list[_Token], i: int, negative: bool) -> _Reading:
         k, units = k + 1, units + 1
     if k < n:
         t = tokens[k]
-        if t.text in _AFTER_TRANSFORMS or t.text == "%" and k + 1 < n and tokens[k + 1].text == "of":
+        if t.text in _AFTER_TRANSFORMS or t.text in _BOUND_AFTER or t.text == "?":
             return _HEDGED
-        if t.text in _BOUND_AFTER and k == j:
-            return _HEDGED
+        if t.text in _CHAIN_OPS - {"="} and units and _number_follows(tokens, k + 1, fillers=False):
+            return _HEDGED  # "18 apples + 19 apples", "6 hours / 12 hours": a calculation, not its result
         if t.text == "or" and k + 1 < n and tokens[k + 1].text in _OR_BOUNDS:
             return _HEDGED
         if t.text in ("at", "up") and k + 1 < n and tokens[k + 1].text in ("most", "least", "to"):
@@ -666,7 +673,8 @@ def _read_after(tokens: list[_Token], i: int, negative: bool) -> _Reading:
 def _number_follows(tokens: list[_Token], k: int, fillers: bool = True) -> bool:
     """Whether a number comes at ``tokens[k]``, after filler words ("or maybe even 19", "or x = 19") if allowed."""
     n = len(tokens)
-    while k < n and (tokens[k].text in ("(", "[", "-", ":", "=") or fillers and tokens[k].text in _FILLERS):
+    while k < n and (tokens[k].text in ("(", "[", "-", ":", "=") or tokens[k].text in _SIGN_WORDS
+                     or fillers and tokens[k].text in _FILLERS):
         k += 1
     return k < n and tokens[k].kind == "num"
 
@@ -711,7 +719,7 @@ _PHRASE_RE = re.compile(
     r"\s*(?:\*\*|__)?\s*(?:(?P<neg>isn['’]t|wasn['’]t|aren['’]t|cannot\s+be|can['’]t\s+be|can\s+not\s+be|is\s+not"
     r"|was\s+not|won['’]t\s+be|would\s+not\s+be|wouldn['’]t\s+be|is\s+never)"
     r"|is|was|are|would\s+be|will\s+be|should\s+be|must\s+be|comes\s+to|equals|=|:|：)"
-    r"(?![A-Za-z])\s*(?:\*\*|__)?\s*:?",
+    r"(?![A-Za-z])[ \t]*(?:\*\*|__)?[ \t]*:?",  # not past the line: "is\n$$ 18 $$" is the next line's
     re.IGNORECASE,
 )
 # A line that is only a label: "A:", "Ans:", "**Final Answer**", "## Final Answer", "Answer" (the value follows).
