@@ -1,9 +1,11 @@
 """Dynamic sampling: the filter's decisions, refill order, real tiny runs (accumulation, reuse, resume, 2 processes,
-the ZeRO-2 offload launch)."""
+the ZeRO-2 offload launch), and the gradient of a short batch with masked filler, per TRL loss type."""
 
+import inspect
 import json
 import logging
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -14,7 +16,9 @@ import torch
 from datasets import Dataset
 
 from trl_gsm8k.sampling import informative_groups, keep_groups, refill_indices
-from trl_gsm8k.trainer import DYNAMIC_SAMPLING_STATE, GSM8KGRPOConfig, GSM8KGRPOTrainer
+from trl_gsm8k.trainer import (
+    DYNAMIC_SAMPLING_STATE, ROW_NORMALISED_LOSSES, TOKEN_NORMALISED_LOSSES, GSM8KGRPOConfig, GSM8KGRPOTrainer,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 G = 4
@@ -138,6 +142,9 @@ def test_config_checks(tiny_model_dir, tmp_path):
         make_args(tmp_path, dynamic_sampling_fill="drop")
     args = make_args(tmp_path, dynamic_sampling_reward="steps_reward")
     with pytest.raises(ValueError, match=r"dynamic_sampling_reward='steps_reward' is not one of the reward functions"):
+        _trainer(args, tiny_model_dir)
+    args = make_args(tmp_path, loss_type="a_future_loss")  # TRL itself only refuses it at the first loss
+    with pytest.raises(ValueError, match=r"masked cannot keep masked rows out of loss_type='a_future_loss'"):
         _trainer(args, tiny_model_dir)
 
 
@@ -289,7 +296,8 @@ DIST_SCRIPT = textwrap.dedent(
     check_batches(merged, target=per_device // G)  # this process kept exactly its first informative groups
     rank = trainer.accelerator.process_index
     batches = [{"rounds": [idx for idx, _ in rounds], "advantages": out["advantages"].tolist(),
-                "tokens": out["completion_mask"].sum().item(), "num_items": out["num_items_in_batch"].item()}
+                "tokens": out["completion_mask"].sum().item(), "num_items": out["num_items_in_batch"].item(),
+                "loss_rows": out["num_loss_rows_in_batch"].item()}
                for rounds, out in merged]
     with open(os.path.join(out_dir, f"batches_{trainer.accelerator.num_processes}_{rank}.json"), "w") as f:
         json.dump({"batches": batches, "log": trainer.state.log_history}, f)
@@ -318,6 +326,7 @@ def test_two_processes(tiny_model_dir, tmp_path):
         first = [next(r for r, idx in enumerate(b["rounds"]) if informative_idx(idx[0])) + 1 for b in (b0, b1)]
         assert len(b0["rounds"]) == len(b1["rounds"]) == max(first)
         assert b0["num_items"] == b1["num_items"] == b0["tokens"] + b1["tokens"]  # the loss's global token count
+        assert b0["loss_rows"] == b1["loss_rows"] == 2 * G  # and its global row count: both full here
         # One global refill stream, laid out process-major: rank 0 takes a round's first prompt, rank 1 the next.
         refills += [i for idx0, idx1 in zip(b0["rounds"][1:], b1["rounds"][1:]) for i in (idx0[0], idx1[0])]
     assert refills == refill_indices(0, len(refills), 24, seed=0)
@@ -368,3 +377,134 @@ def test_ctrl_c_saves_the_refill_position_of_the_last_completed_step(tiny_model_
     assert stop.save()
     saved = json.loads((tmp_path / "out" / "checkpoint-1" / "trainer_state.json").read_text())
     assert saved["stateful_callbacks"][DYNAMIC_SAMPLING_STATE]["attributes"]["refill_position"] == done
+
+
+# --- dynamic_sampling_fill: masked leaves the kept rows' gradient as it is, for every TRL loss type -----------------
+
+
+def trl_loss_types() -> list[str]:
+    """The loss types TRL's own config lists ("Supported values are 'grpo', ..."), read from the installed TRL."""
+    from trl import GRPOConfig
+
+    help_text = GRPOConfig.__dataclass_fields__["loss_type"].metadata["help"]
+    return re.findall(r"'(\w+)'", re.search(r"Supported values are (.*?)\. ", help_text).group(1))
+
+
+def test_trl_loss_types_are_the_ones_compute_loss_branches_on():
+    from trl import GRPOTrainer
+
+    src = inspect.getsource(GRPOTrainer._compute_loss)
+    branched = {name for line in src.splitlines() if "self.loss_type" in line for name in re.findall(r'"(\w+)"', line)}
+    assert set(trl_loss_types()) == branched and len(trl_loss_types()) >= 8
+    # The trainer's classification by normaliser covers exactly TRL's loss types ...
+    assert sorted(ROW_NORMALISED_LOSSES + TOKEN_NORMALISED_LOSSES) == sorted(trl_loss_types())
+    # ... and the row counts it corrects are where it expects them.
+    for needle in ('if self.loss_type in ["grpo", "sapo"]:',
+                   "loss = ((per_token_loss * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()",
+                   "loss = (per_token_loss * mask).sum() / (per_token_loss.size(0) * self.max_completion_length)",
+                   "loss = (per_token_loss * mask).sum(-1).mean()",
+                   "per_token_loss = per_token_loss + self.beta * per_token_kl"):
+        assert needle in src, f"TRL's _compute_loss changed (missing {needle!r}): re-check _masked_rows_scale"
+
+
+def _grads(model) -> torch.Tensor:
+    return torch.cat([p.grad.flatten() if p.grad is not None else torch.zeros(p.numel()) for p in model.parameters()])
+
+
+def _rows(batch: dict, rows) -> dict:
+    return {k: (v[rows] if isinstance(v, torch.Tensor) and v.dim() else v) for k, v in batch.items()}
+
+
+MASKED_FILL_CASES = [pytest.param(t, {}, id=t) for t in trl_loss_types()] + [
+    # TRL's reference KL rides on the same normaliser; so does this package's KL to π_old.
+    pytest.param("grpo", {"beta": 1.0}, id="grpo-beta"),
+    pytest.param("dr_grpo", {"kl_old_coef": 0.3, "disable_dropout": True}, id="dr_grpo-kl_old"),
+    # Two micro-batches per generation batch: TRL shuffles and splits it, so kept rows land unevenly in them; each
+    # kept row must still weigh 1/K in the window's gradient.
+    pytest.param("grpo", {"gradient_accumulation_steps": 2, "steps_per_generation": 2}, id="grpo-accumulation"),
+]
+KEPT_GROUPS, TARGET_GROUPS = 1, 4
+
+
+@pytest.fixture(scope="module")
+def short_masked_batch(tiny_model_dir, tmp_path_factory):
+    """A trainer per configuration and its real dynamically sampled batch: 4 groups of which only prompt 0's has one
+    right completion, max_sampling_rounds 1, so 1 group is kept and 3 masked filler groups fill the batch. The loss
+    types of one configuration share it (TRL reads `self.loss_type` only in `_compute_loss`)."""
+    cache = {}
+
+    def build(extra: dict):
+        key = tuple(sorted(extra.items()))
+        if key not in cache:
+            spg = extra.get("steps_per_generation", 1)
+            args = make_args(tmp_path_factory.mktemp("masked"), max_steps=1, max_sampling_rounds=1, num_iterations=2,
+                             dynamic_sampling_fill="masked", per_device_train_batch_size=TARGET_GROUPS * G // spg,
+                             **extra)
+            trainer = _trainer(args, tiny_model_dir)
+            trainer.model.train()
+            trainer.current_gradient_accumulation_steps = args.gradient_accumulation_steps  # set by Trainer's loop
+            idx = [0, 1, 2, 4]
+            assert [informative_idx(i) for i in idx].count(True) == KEPT_GROUPS
+            merged = trainer._generate_and_score_completions([make_dataset()[i] for i in idx for _ in range(G)])
+            # A reused batch (num_iterations 2): π_old differs from π_θ, so ratios clip, SAPO's gate and VESPO's
+            # weights bend, CISPO's clamp bites: the loss is far from linear in the log-probs.
+            torch.manual_seed(0)
+            old = merged["old_per_token_logps"]
+            merged["old_per_token_logps"] = old + 0.3 * torch.randn_like(old)
+            if args.beta:  # π_ref away from π_θ, or TRL's KL term has no gradient
+                merged["ref_per_token_logps"] = old + 0.3 * torch.randn_like(old)
+            # Kept completions of different lengths (as an EOS cuts them), so that per-row and per-token
+            # normalisations differ.
+            for r in range(KEPT_GROUPS * G):
+                merged["completion_mask"][r, r + 2 :] = 0
+            merged["num_items_in_batch"] = merged["completion_mask"].sum()
+            cache[key] = trainer, merged
+        return cache[key]
+
+    return build
+
+
+@pytest.mark.parametrize("loss_type,extra", MASKED_FILL_CASES)
+def test_masked_fill_leaves_the_kept_rows_gradient_unchanged(short_masked_batch, loss_type, extra):
+    """A short batch of 1 kept group and 3 masked filler groups must train exactly as the kept group alone: masked rows
+    add nothing to the loss and nothing to its normalisation (a row count for grpo, sapo, dr_grpo and luspo).
+
+    Merged: the real generation batch, through TRL's shuffle and split, then the trainer's loss, gradients summed over
+    the accumulation window. Alone: TRL's own `_compute_loss` on the kept rows only (this package's where kl_old is
+    on), split into as many micro-batches, with the token count TRL would give them."""
+    from trl import GRPOTrainer
+    from trl.trainer.utils import shuffle_sequence_dict, split_tensor_dict
+
+    trainer, merged = short_masked_batch(extra)
+    trainer.loss_type = trainer.args.loss_type = loss_type
+    kept = KEPT_GROUPS * G  # _concat_rows stacks the kept groups first, then the filler
+    assert merged["advantages"][:kept].abs().sum() > 0 and not merged["advantages"][kept:].any()
+    assert merged["completion_mask"][:kept].sum(1).gt(0).all() and not merged["completion_mask"][kept:].any()
+    micro_batches = trainer.args.steps_per_generation
+
+    def window_gradient(batches, loss_fn):
+        trainer.model.zero_grad()
+        for batch in batches:
+            loss_fn(trainer.model, batch).backward()
+        return _grads(trainer.model)
+
+    torch.manual_seed(1)
+    split = split_tensor_dict(shuffle_sequence_dict(merged), micro_batches)
+    if micro_batches > 1:  # the case worth testing: kept rows spread unevenly (filler rows have no tokens)
+        assert len({int(b["completion_mask"].sum(1).gt(0).sum()) for b in split}) > 1
+    merged_grad = window_gradient(split, trainer.compute_loss)
+    alone = _rows(merged, slice(0, kept))
+    alone.pop("num_loss_rows_in_batch", None)  # what TRL's batch of the kept rows would hold
+    alone["num_items_in_batch"] = alone["completion_mask"].sum()
+    if trainer.kl_old_coef:
+        reference = trainer._compute_loss
+    else:
+        def reference(model, batch):
+            return GRPOTrainer._compute_loss(trainer, model, batch)
+    alone_grad = window_gradient(split_tensor_dict(alone, micro_batches), reference)
+
+    assert alone_grad.abs().max() > 0
+    ratio = float(merged_grad @ alone_grad / (alone_grad @ alone_grad))
+    # fp32: the two passes differ only in batch shape (rows in each matmul) and summation order, ~1e-7 relative.
+    torch.testing.assert_close(merged_grad, alone_grad, rtol=1e-5, atol=1e-6 * float(alone_grad.abs().max()),
+                               msg=lambda m: f"{loss_type}: merged/alone gradient ratio {ratio:.4f}\n{m}")

@@ -11,9 +11,14 @@ pinned by ``tests/test_trainer.py``:
 - ``_compute_loss(model, inputs)`` obtains the policy log-probs from one call of
   ``_get_per_token_logps_and_entropies``, reads ``inputs["old_per_token_logps"]`` (present only when
   ``gradient_accumulation_steps % (steps_per_generation * num_iterations) != 0``), normalises the per-token
-  loss per ``loss_type`` and logs ``entropy``.
+  loss per ``loss_type`` and logs ``entropy``. Its policy term (with ``beta * per_token_kl``) is positively
+  homogeneous of degree 1 in ``(inputs["advantages"], self.beta)`` for every loss type, and ``grpo``, ``sapo``,
+  ``luspo`` (a mean over rows) and ``dr_grpo`` (``per_token_loss.size(0)``) divide by the micro-batch's row count:
+  see ``_masked_rows_scale``.
 - With ``dynamic_sampling``, the rounds' outputs are stacked row by row: ``_concat_rows`` knows the keys of TRL's
-  text-only output and refuses any other (a new key fails loudly instead of being dropped).
+  text-only output and refuses any other (a new key fails loudly instead of being dropped). ``_prepare_inputs``
+  shuffles and splits the merged batch with the extra 0-dim ``num_loss_rows_in_batch`` passed through unchanged, as
+  it does ``num_items_in_batch``.
 
 Reference model: with ``beta: 0`` (TRL's default) none is created. With ``beta > 0`` and full fine-tuning TRL
 loads a second, frozen copy of the model; with a PEFT model TRL's reference is the same model with the
@@ -35,6 +40,12 @@ from trl_gsm8k.sampling import informative_groups, keep_groups, refill_indices
 logger = logging.getLogger(__name__)
 
 DYNAMIC_SAMPLING_STATE = "GSM8KDynamicSampling"  # key in TrainerState.stateful_callbacks
+
+# TRL 1.16's loss types by what `GRPOTrainer._compute_loss` divides the summed per-token loss by. A row whose completion
+# mask is all 0 adds nothing to a count of tokens, but still counts as a row (tests/test_sampling.py pins the lists
+# against TRL's own). dynamic_sampling_fill: masked rescales the row-normalised ones (`_masked_rows_scale`).
+ROW_NORMALISED_LOSSES = ("grpo", "sapo", "dr_grpo", "luspo")  # rows of the micro-batch: .mean() / .size(0)
+TOKEN_NORMALISED_LOSSES = ("dapo", "bnpo", "cispo", "vespo")  # num_items_in_batch / the micro-batch's mask.sum()
 
 
 class GSM8KGRPOTrainer(GRPOTrainer):
@@ -69,6 +80,14 @@ class GSM8KGRPOTrainer(GRPOTrainer):
             ):
                 raise ValueError("dynamic_sampling refills batches by index: it needs a map-style train_dataset, "
                                  f"got {type(self.train_dataset).__name__}.")
+            if self.args.dynamic_sampling_fill == "masked" and self.loss_type not in (
+                ROW_NORMALISED_LOSSES + TOKEN_NORMALISED_LOSSES
+            ):
+                raise ValueError(
+                    f"dynamic_sampling_fill: masked cannot keep masked rows out of loss_type={self.loss_type!r}'s "
+                    f"normalisation (known: {ROW_NORMALISED_LOSSES + TOKEN_NORMALISED_LOSSES}, trl 1.16.x): use one "
+                    "of those, or dynamic_sampling_fill: trained."
+                )
 
     # --- advantages -------------------------------------------------------------------------------------------
 
@@ -124,7 +143,8 @@ class GSM8KGRPOTrainer(GRPOTrainer):
 
         Every process runs the same rounds (each decides from the same gathered rewards), so the collectives inside
         a round always meet. A process that is still short after the last round fills its batch with dropped groups
-        whose completions are masked out of the loss (and of num_items_in_batch): it trains on what it kept.
+        whose completions are masked out of the loss and of its normalisation (num_items_in_batch,
+        num_loss_rows_in_batch): it trains on what it kept, as if the batch held nothing else.
         """
         G = self.num_generations
         num_processes, rank = self.accelerator.num_processes, self.accelerator.process_index
@@ -159,6 +179,9 @@ class GSM8KGRPOTrainer(GRPOTrainer):
         merged = _concat_rows(parts, self._tokenizer.pad_token_id)
         loss_mask = merged["completion_mask"] if "tool_mask" not in merged else merged["completion_mask"] * merged["tool_mask"]
         merged["num_items_in_batch"] = self.accelerator.gather(loss_mask.sum()).sum()
+        # Rows in the loss, all processes: kept groups and trained filler, not masked filler (_masked_rows_scale).
+        loss_rows = torch.tensor(sum(len(rows) for _, rows, masked in parts if not masked), device=loss_mask.device)
+        merged["num_loss_rows_in_batch"] = self.accelerator.gather(loss_rows).sum()
         metrics = self._metrics["train"]
         metrics["sampling/rounds"].append(float(rounds))
         metrics["sampling/groups_generated"].append(float(rounds * num_processes * target))
@@ -215,7 +238,41 @@ class GSM8KGRPOTrainer(GRPOTrainer):
             self._captured_logps = result[0]
         return result
 
+    def _masked_rows_scale(self, inputs) -> float:
+        """How much to scale the policy loss of a dynamically sampled batch so that masked filler rows count in
+        neither the loss nor its normalisation: 1 unless rows are masked and the loss type divides by a row count.
+
+        TRL 1.16 divides grpo/sapo/luspo (mean over rows) and dr_grpo (rows × max_completion_length) by the rows of
+        the micro-batch, masked ones included, then by the accumulation steps. Like its num_items_in_batch for dapo,
+        count the rows in the loss over the whole generation batch, all processes (K), in place of all its rows (N =
+        rows of the micro-batch × processes × steps_per_generation): scale by N / K. Every kept row then weighs 1 / K
+        in the accumulated, process-averaged gradient, as when the batch holds the kept rows alone, however TRL's
+        shuffle spreads them over the micro-batches. With no masked rows N / K is exactly 1. Token-normalised types
+        need nothing: masked rows have no tokens in completion_mask or in num_items_in_batch.
+        """
+        loss_rows = inputs.get("num_loss_rows_in_batch")
+        if loss_rows is None or self.loss_type not in ROW_NORMALISED_LOSSES:
+            return 1.0
+        loss_rows = int(loss_rows)
+        rows = inputs["advantages"].size(0) * self.accelerator.num_processes * self.args.steps_per_generation
+        return rows / loss_rows if loss_rows else 1.0  # K = 0: every row is masked, the loss is 0 anyway
+
     def _compute_loss(self, model, inputs):
+        scale = self._masked_rows_scale(inputs)
+        if scale == 1.0:
+            return self._compute_loss_and_kl_old(model, inputs)
+        # Reach TRL's normaliser without copying _compute_loss (trl 1.16.x): its per-token policy loss (clipped or
+        # CISPO-clamped ratio, SAPO's gate, VESPO's weights, the reference KL term) is scale × itself when advantages
+        # and beta both are (scale > 0 keeps every sign test: clipping side, SAPO's temperature, VESPO's k/λ, the
+        # off-policy mask), while the entropy bonus and aux loss, normalised on their own, are left as they are.
+        beta = self.beta
+        self.beta = beta * scale
+        try:
+            return self._compute_loss_and_kl_old(model, {**inputs, "advantages": inputs["advantages"] * scale})
+        finally:
+            self.beta = beta
+
+    def _compute_loss_and_kl_old(self, model, inputs):
         mode = "train" if self.model.training else "eval"
         if self.kl_old_coef == 0.0:
             loss = super()._compute_loss(model, inputs)
@@ -255,7 +312,11 @@ class GSM8KGRPOTrainer(GRPOTrainer):
 
     def _normalise_like_loss(self, per_token: torch.Tensor, mask: torch.Tensor, inputs, mode: str) -> torch.Tensor:
         """Aggregate a per-token term exactly as TRL 1.16's `_compute_loss` aggregates `per_token_loss`, so that
-        adding the result equals adding the term to `per_token_loss` (as TRL does with `beta * per_token_kl`)."""
+        adding the result equals adding the term to `per_token_loss` (as TRL does with `beta * per_token_kl`),
+        rescaled as `_compute_loss` rescales TRL's for masked rows."""
+        return self._aggregate_like_trl(per_token, mask, inputs, mode) * self._masked_rows_scale(inputs)
+
+    def _aggregate_like_trl(self, per_token: torch.Tensor, mask: torch.Tensor, inputs, mode: str) -> torch.Tensor:
         accumulation = self.current_gradient_accumulation_steps if mode == "train" else 1.0
         masked = per_token * mask
         if self.loss_type in ("grpo", "sapo"):
