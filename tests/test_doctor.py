@@ -14,6 +14,7 @@ from transformers import AutoTokenizer, TrainerControl, TrainerState
 
 from trl_gsm8k import doctor as doc
 from trl_gsm8k.doctor import Doctor, group_size_for, recommend
+from trl_gsm8k.rewards import CorrectnessReward, ShapedReward, correctness_reward_strict, format_reward
 
 ROOT = Path(__file__).resolve().parent.parent
 TOKENIZER_DIR = Path(__file__).parent / "assets" / "tokenizer"
@@ -95,6 +96,33 @@ def test_zero_variance_advice_follows_accuracy():
     assert "temperature" in mixed
 
 
+@pytest.mark.parametrize("reward", [correctness_reward_strict, ShapedReward(mode="strict"),
+                                    CorrectnessReward(declarations=("answer_tag",))], ids=repr)
+def test_zero_variance_advice_reads_the_accuracy_the_correctness_reward_logs(reward):
+    """The strict reward logs accuracy_strict, not accuracy: at 0 % the advice is easier problems, never dynamic
+    sampling (ACCURACY_LOW), and it names the metric it read. The metric comes from the reward's own log_metric call."""
+    logged = {}
+    scores = reward(["#### 7"] * 4, answer=["8"] * 4, log_metric=lambda k, v: logged.setdefault(k, []).append(v))
+    assert scores[:1] in ([0.0], [0.1])  # all wrong (ShapedReward: 0.1 for the format)
+    (metric, values), = logged.items()
+    run = {k: v for k, v in HEALTHY.items() if k != "accuracy"}  # the run logs only its own reward's metric
+    step = {**run, "frac_zero_std_groups": 1.0, metric: sum(values) / len(values)}
+    trainer = SimpleNamespace(reward_funcs=[reward, format_reward],
+                              reward_func_names=[reward.__name__, "format_reward"])
+    advice = feed([step] * 5, doctor=Doctor(trainer)).diagnoses[0]["advice"]
+    assert f"{metric} is 0 %" in advice and "max_solution_steps" in advice
+    assert "dynamic_sampling: true" not in advice
+    some_right = feed([{**step, metric: 0.1}] * 5, doctor=Doctor(trainer)).diagnoses[0]["advice"]
+    assert "dynamic_sampling: true" in some_right
+
+
+def test_zero_variance_advice_without_a_correctness_reward_does_not_guess_the_accuracy():
+    trainer = SimpleNamespace(reward_funcs=[format_reward], reward_func_names=["format_reward"])
+    run = {k: v for k, v in HEALTHY.items() if k not in ("accuracy", "rewards/correctness_reward/mean")}
+    advice = feed([{**run, "frac_zero_std_groups": 1.0}] * 5, doctor=Doctor(trainer)).diagnoses[0]["advice"]
+    assert "no correctness reward" in advice and "dynamic_sampling" not in advice
+
+
 def test_truncation_just_below_the_threshold_is_not_flagged():
     assert feed([{**HEALTHY, "completions/clipped_ratio": doc.TRUNCATION_HIGH - 0.01}] * 10).diagnoses == []
 
@@ -163,6 +191,24 @@ def test_dynamic_sampling_is_advised_only_once_correct_samples_are_not_rare():
     assert recs(0.1)["dynamic_sampling"] is True
     settings["dynamic_sampling"] = True  # already on: not advised again
     assert "dynamic_sampling" not in recs(0.1)
+
+
+def test_dynamic_sampling_advice_names_the_recipes_correctness_reward():
+    """dynamic_sampling_reward defaults to correctness_reward: a recipe that scores with the strict one is told to
+    decide on it (else training refuses to start); one whose correctness sits inside shaped_reward, to add one."""
+    figures = {"pass_at_1": 0.1, "truncated_rate": 0.0, "tokens_p95": 100, "groups_all_wrong": 0.6,
+               "groups_all_right": 0.0, "groups_identical": 0.0}
+    base = {"num_generations": 8, "temperature": 1.0, "max_completion_length": 128, "max_solution_steps": None,
+            "dynamic_sampling": False, "dynamic_sampling_reward": "correctness_reward"}
+
+    def reason(**settings):
+        recs = recommend(figures, {**base, **settings})
+        return next(r["reason"] for r in recs if r["setting"] == "dynamic_sampling")
+
+    assert "(" not in reason(correctness_reward="correctness_reward")
+    strict = reason(correctness_reward="correctness_reward_strict")
+    assert "dynamic_sampling_reward: correctness_reward_strict" in strict
+    assert "add correctness to reward_funcs" in reason(correctness_reward=None)
 
 
 def test_a_real_run_puts_the_diagnosis_in_run_info(tmp_path, tiny_model_dir):

@@ -11,11 +11,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from .errors import LaunchError  # raised here; still importable from here
 from .models import is_missing_local_path
-
-
-class LaunchError(ValueError):
-    """A launch problem found before training starts, with its fix in the message."""
 
 
 def check_distributed_environment(gradient_accumulation_steps: int, cuda_available: bool | None = None) -> None:

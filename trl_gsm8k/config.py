@@ -12,8 +12,8 @@ from typing import Any, NamedTuple
 
 from trl import GRPOConfig
 
-from .checks import LaunchError
 from .data import BUNDLED
+from .errors import LaunchError
 
 ADVANTAGE_ESTIMATORS = ("group_std", "trl")
 CORRECTNESS_REWARD_NAME = "correctness_reward"

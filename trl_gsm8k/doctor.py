@@ -19,6 +19,8 @@ from typing import Any
 
 from transformers import TrainerCallback
 
+from .rewards import completion_text, correctness_reward, find_correctness
+
 logger = logging.getLogger(__name__)
 
 # --- thresholds (each says why) ---------------------------------------------------------------------------------------
@@ -153,7 +155,9 @@ def recommend(figures: Mapping[str, Any], settings: Mapping[str, Any]) -> list[d
     ``figures``: ``pass_at_1``, ``truncated_rate``, ``tokens_p95``, ``unclosed_think_rate``, ``groups_all_wrong``,
     ``groups_all_right``, ``groups_identical`` (shares in [0, 1]), ``reward_none_rate`` (per function).
     ``settings``: ``num_generations``, ``temperature``, ``max_completion_length``, ``max_solution_steps``,
-    ``dynamic_sampling``, ``reward_funcs`` (the trainer's function names).
+    ``dynamic_sampling``, ``dynamic_sampling_reward``, ``reward_funcs`` (the trainer's function names),
+    ``correctness_reward`` (the name among them of the correctness reward that judged ``pass_at_1``: ``None`` when
+    none stands alone, e.g. inside ``shaped_reward``).
 
     Returns a list of ``{"setting", "value", "reason"}`` (``setting`` and ``value`` are ``None`` for a finding
     with no setting to change).
@@ -212,9 +216,15 @@ def recommend(figures: Mapping[str, Any], settings: Mapping[str, Any]) -> list[d
         # (benchmarks/learning_cpu_dynamic.md), and with none correct it drops the format signal too
         # (benchmarks/learning_cpu_study.md). So below ACCURACY_LOW the advice is easier problems, not it.
         if not settings.get("dynamic_sampling") and p >= ACCURACY_LOW:
-            names = list(settings.get("reward_funcs") or [])
-            extra = "" if "correctness_reward" in names else \
-                " (add correctness to reward_funcs, weight 0 if it should only decide)"
+            # Dynamic sampling decides on one function, and only a correctness reward standing alone says whether a
+            # group is all wrong (a shaped reward's small terms keep all-wrong groups alive).
+            judge = settings.get("correctness_reward")
+            if judge is None:
+                extra = " (add correctness to reward_funcs, weight 0 if it should only decide)"
+            elif judge != settings.get("dynamic_sampling_reward", judge):
+                extra = f" (with dynamic_sampling_reward: {judge}, the recipe's correctness reward)"
+            else:
+                extra = ""
             recs.append({"setting": "dynamic_sampling", "value": True,
                          "reason": f"{100 * all_wrong:.0f} % of groups are all wrong: keep only groups with "
                                    f"variance in correctness and refill the batch{extra}"})
@@ -245,7 +255,8 @@ def recommend(figures: Mapping[str, Any], settings: Mapping[str, Any]) -> list[d
 
 # metric name: where it comes from. TRL 1.16 logs `completions/clipped_ratio`, `frac_reward_zero_std` (per
 # completion), `entropy`, `loss`, `grad_norm`, `rewards/<func>/mean`; GSM8KGRPOTrainer adds `frac_zero_std_groups`,
-# `reward/mean`, `policy/entropy` and `accuracy`.
+# `reward/mean`, `policy/entropy`; the correctness reward logs its accuracy (`CorrectnessReward.metric`: `accuracy`,
+# `accuracy_strict`), the one the doctor reads.
 _TRUNCATION = "completions/clipped_ratio"
 _ZERO_STD = ("frac_zero_std_groups", "frac_reward_zero_std")
 _REWARD = ("reward/mean", "reward")
@@ -259,7 +270,9 @@ def diagnose(window: Mapping[str, Sequence[float]], settings: Mapping[str, Any],
 
     ``window``: metric name -> its values over the last logged steps (missing metrics are skipped).
     ``settings``: ``max_completion_length``, ``beta``, ``temperature``, ``num_generations``, ``dynamic_sampling``,
-    ``max_solution_steps``, ``format_rewards`` (the names of :data:`FORMAT_REWARDS` among the rewards).
+    ``max_solution_steps``, ``format_rewards`` (the names of :data:`FORMAT_REWARDS` among the rewards),
+    ``accuracy_metric`` (the metric the run's correctness reward logs, ``None`` for a run without one; default
+    ``correctness_reward``'s).
     ``history``: ``reward_peak`` (best window mean of the reward so far), ``entropy_start`` (first window's entropy).
 
     Returns ``{"condition", "value", "advice"}`` per condition present.
@@ -274,6 +287,7 @@ def diagnose(window: Mapping[str, Sequence[float]], settings: Mapping[str, Any],
         return None
 
     found: list[dict[str, Any]] = []
+    metric = settings.get("accuracy_metric", correctness_reward.metric)
     limit = settings.get("max_completion_length")
     think = mean(_UNCLOSED_THINK)
     truncated = mean(_TRUNCATION)
@@ -290,21 +304,27 @@ def diagnose(window: Mapping[str, Sequence[float]], settings: Mapping[str, Any],
 
     zero_std = mean(*_ZERO_STD)
     if zero_std is not None and zero_std > ZERO_STD_HIGH:
-        accuracy = mean("accuracy")
+        accuracy = mean(metric) if metric else None
         if settings.get("dynamic_sampling"):
             advice = ("dynamic sampling drops them and refills, at the cost of sampling/rounds generations per batch: "
                       "if it runs short (sampling/groups_short), raise max_sampling_rounds or train on easier problems "
                       "(max_solution_steps).")
-        elif accuracy is not None and accuracy == 0:
-            advice = ("accuracy is 0 %: the groups are all wrong. Train on easier problems (max_solution_steps: 2) "
+        elif accuracy is None:  # all wrong, all right or all alike: unknown, so no advice that depends on which
+            unknown = (f"{metric} is not logged" if metric else
+                       "no correctness reward is among reward_funcs (add correctness, weight 0 to only measure)")
+            advice = (f"raise temperature (now {settings.get('temperature')}) or num_generations (now "
+                      f"{settings.get('num_generations')}) so that completions of a group differ; {unknown}, so "
+                      "whether the groups are all wrong or all right is unknown.")
+        elif accuracy == 0:
+            advice = (f"{metric} is 0 %: the groups are all wrong. Train on easier problems (max_solution_steps: 2) "
                       "or raise num_generations; dynamic sampling would drop every group, the format signal included, "
                       "until some completion is correct.")
-        elif accuracy is not None and accuracy < ACCURACY_LOW:
-            advice = (f"accuracy is {100 * accuracy:.1f} %: the groups are all wrong. Train on easier problems "
+        elif accuracy < ACCURACY_LOW:
+            advice = (f"{metric} is {100 * accuracy:.1f} %: the groups are all wrong. Train on easier problems "
                       "(max_solution_steps: 2) or raise num_generations; dynamic sampling would only skip training "
                       "on these groups, not make more of them informative.")
-        elif accuracy is not None and accuracy > 1 - ACCURACY_LOW:
-            advice = f"accuracy is {100 * accuracy:.1f} %: the groups are all right. Train on harder problems."
+        elif accuracy > 1 - ACCURACY_LOW:
+            advice = f"{metric} is {100 * accuracy:.1f} %: the groups are all right. Train on harder problems."
         else:
             advice = (f"raise temperature (now {settings.get('temperature')}) or num_generations (now "
                       f"{settings.get('num_generations')}) so that completions of a group differ; or turn on "
@@ -343,7 +363,8 @@ def diagnose(window: Mapping[str, Sequence[float]], settings: Mapping[str, Any],
             tail = (f"here grad_norm is {grad:.1e} as well: no group had reward variance, nothing was learned "
                     "(see zero_variance_groups).")
         else:
-            tail = "the gradient is not (grad_norm): watch reward/mean and accuracy, not the loss."
+            watch = f"reward/mean and {metric}" if metric else "reward/mean"
+            tail = f"the gradient is not (grad_norm): watch {watch}, not the loss."
         found.append({"condition": "loss_near_zero", "value": loss, "advice": (
             f"loss is {loss:.1e}. Expected: with beta 0 the GRPO loss is ~0 by construction (on-policy the ratio is 1 "
             f"and advantages average 0 within each group); {tail}")})
@@ -366,6 +387,12 @@ class Doctor(TrainerCallback):
 
     def settings(self, args: Any) -> dict[str, Any]:
         names = list(getattr(self.trainer, "reward_func_names", None) or [])
+        funcs = getattr(self.trainer, "reward_funcs", None)
+        if funcs is None:  # no trainer to ask: the default correctness reward's metric
+            metric = correctness_reward.metric
+        else:
+            found = find_correctness(funcs)
+            metric = found[1].metric if found else None
         return {
             "max_completion_length": getattr(args, "max_completion_length", None),
             "beta": getattr(args, "beta", 0.0),
@@ -373,6 +400,7 @@ class Doctor(TrainerCallback):
             "num_generations": getattr(args, "num_generations", None),
             "dynamic_sampling": getattr(args, "dynamic_sampling", False),
             "format_rewards": [name for name in names if name in FORMAT_REWARDS] if names else list(FORMAT_REWARDS),
+            "accuracy_metric": metric,
         }
 
     def _unclosed_think_rate(self) -> float | None:
@@ -381,8 +409,6 @@ class Doctor(TrainerCallback):
         logs = getattr(self.trainer, "_logs", None)
         if not logs or not logs.get("completion"):
             return None
-        from .rewards import completion_text
-
         if self._think_opened is None:
             self._think_opened = prompt_opens_think(getattr(self.trainer, "processing_class", None))
         texts = [completion_text(c) for c in logs["completion"]]

@@ -194,7 +194,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def _recipe_system_prompt(parser: argparse.ArgumentParser, recipe: str) -> str | None:
     """The recipe's ``system_prompt``, read as training reads it, so a recipe training would refuse is refused here."""
-    from .checks import LaunchError
+    from .errors import LaunchError
     from .config import read_recipe  # imports TRL: only when --recipe is given
 
     try:

@@ -838,7 +838,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         per_machine = -(-processes // machines_of(args.accelerate_config))
         if not Path(args.config).is_file():  # read_recipe names a missing file, but not a directory
             raise PlannerError(f"recipe not found: {args.config}")
-        from .checks import LaunchError
+        from .errors import LaunchError
         from .config import read_recipe  # imports TRL, which --help and a bad argument do not need
 
         try:

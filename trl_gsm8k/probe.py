@@ -5,9 +5,12 @@
 Builds the recipe's trainer exactly as training does (`trl_gsm8k.train.build_trainer`: model, prompt, generation
 settings, reward functions), takes the first prompts training would see, and runs the trainer's own generation and
 scoring (`_generate_and_score_completions`' round, with the model in train mode as in a training step) on
-`num_generations` completions per prompt. Reports per-sample and per-group correctness, truncation, declare rate,
-completion lengths, unclosed `<think>` blocks and reward functions' `None` rate, then the settings to change
-(`trl_gsm8k.doctor.recommend`). Runs as one process (plain `python -m`), on CPU or one GPU.
+`num_generations` completions per prompt. Correctness is the recipe's own correctness reward's judgement (the first
+among its `reward_funcs`, or inside one such as `shaped`: strict or flexible, its `declarations=`; the default
+`correctness_reward` when the recipe has none), and the report names it. Reports per-sample and per-group
+correctness, truncation, declare rate, completion lengths, unclosed `<think>` blocks and reward functions' `None`
+rate, then the settings to change (`trl_gsm8k.doctor.recommend`). Runs as one process (plain `python -m`), on CPU
+or one GPU.
 """
 
 from __future__ import annotations
@@ -83,8 +86,8 @@ def probe(recipe: str, num_prompts: int = DEFAULT_NUM_PROMPTS, overrides: Sequen
     import torch
     from tqdm.auto import tqdm
 
-    from .checks import LaunchError
-    from .rewards import completion_text, correctness_reward
+    from .errors import LaunchError
+    from .rewards import completion_text, correctness_reward, find_correctness
     from .config import parse
     from .train import build_trainer
 
@@ -143,13 +146,19 @@ def probe(recipe: str, num_prompts: int = DEFAULT_NUM_PROMPTS, overrides: Sequen
         opens_think = prompt_opens_think(trainer.processing_class)
         func_names = list(trainer.reward_func_names)
         weights = trainer.reward_weights.tolist()
+        found = find_correctness(trainer.reward_funcs)
+        standalone = found is not None and trainer.reward_funcs[found[0]] is found[1]
 
     completions = [c for batch in captured for c in batch[0]]
     ids = [i for batch in captured for i in batch[1]]
     rewards = torch.cat([batch[2] for batch in captured]).tolist()
     texts = [completion_text(c) for c in completions]
-    golds = [row["answer"] for row in rows_of]
-    correct = correctness_reward(completions, answer=golds)  # the `correctness` reward's judgement (flexible mode)
+    # Judged as training judges: the recipe's correctness reward, given every column but the prompt, as TRL does.
+    judge = found[1] if found else correctness_reward
+    columns = {key: [row[key] for row in rows_of] for key in (rows_of[0] if rows_of else {}) if key != "prompt"}
+    correct = judge(completions, **columns)
+    correctness = {"judge": repr(judge), "metric": judge.metric,
+                   "reward_func": func_names[found[0]] if found else None}
     from .answers import extract_answer
 
     samples = []
@@ -157,7 +166,7 @@ def probe(recipe: str, num_prompts: int = DEFAULT_NUM_PROMPTS, overrides: Sequen
         samples.append({
             "prompt": indices[k // G], "group": k // G, "completion": text, "tokens": len(tok),
             "truncated": bool(tok) and tok[-1] not in eos_and_pad,
-            "declared": extract_answer(text) is not None, "correct": ok,
+            "declared": extract_answer(text, judge.mode, judge.declarations) is not None, "correct": ok,
             "unclosed_think": unclosed_think(text, opens_think),
             "rewards": {name: _none_if_nan(v) for name, v in zip(func_names, per_func)},
             "reward": _total_reward(per_func, weights),
@@ -167,11 +176,14 @@ def probe(recipe: str, num_prompts: int = DEFAULT_NUM_PROMPTS, overrides: Sequen
         "num_generations": G, "temperature": training_args.temperature, "top_p": training_args.top_p,
         "max_completion_length": training_args.max_completion_length,
         "max_solution_steps": script_args.max_solution_steps, "dynamic_sampling": training_args.dynamic_sampling,
+        "dynamic_sampling_reward": training_args.dynamic_sampling_reward,
         "reward_funcs": func_names, "reward_weights": weights,
+        # the function among reward_funcs that is the correctness reward itself (None: none, or one inside shaped)
+        "correctness_reward": correctness["reward_func"] if standalone else None,
     }
     return {
         "recipe": recipe, "overrides": list(overrides), "model": model_args.model_name_or_path,
-        "prompt_indices": indices, "settings": settings, "figures": figures,
+        "prompt_indices": indices, "correctness": correctness, "settings": settings, "figures": figures,
         "recommendations": recommend(figures, settings), "samples": samples,
         "seconds": {"load": round(load_s, 1), "sampling": round(sample_s, 1),
                     "total": round(time.perf_counter() - started, 1)},
@@ -242,8 +254,16 @@ def _load_average() -> list[float] | None:
         return None
 
 
+def _judged_by(correctness: dict[str, Any]) -> str:
+    """Which correctness reward judged pass@1, and the accuracy metric training will log for it."""
+    where = f"the recipe's {correctness['reward_func']}" if correctness["reward_func"] else \
+        "the default: no correctness reward among the recipe's reward_funcs"
+    return f"correct = {correctness['judge']} ({where}; training logs it as {correctness['metric']})"
+
+
 def format_report(report: dict[str, Any]) -> str:
     f, s = report["figures"], report["settings"]
+    judge_metric = report["correctness"]["metric"]
     pct = lambda x: f"{100 * x:5.1f} %"  # noqa: E731
     trunc_note = f"   (> {TRUNCATION_TARGET:.0%}: p95 is capped, the real one is longer)" \
         if f["truncated_rate"] > TRUNCATION_TARGET else ""
@@ -251,8 +271,9 @@ def format_report(report: dict[str, Any]) -> str:
         f"{report['recipe']}: {report['model']}, {f['groups']} prompts x {s['num_generations']} completions, "
         f"T {s['temperature']:g}, top_p {s['top_p']:g}, max_completion_length {s['max_completion_length']}, "
         f"rewards {', '.join(s['reward_funcs'])}",
+        _judged_by(report["correctness"]),
         "",
-        f"  pass@1 (correct, flexible)       {pct(f['pass_at_1'])}   P(group has a correct one) "
+        f"  {'pass@1 (' + judge_metric + ')':<32} {pct(f['pass_at_1'])}   P(group has a correct one) "
         f"{f['p_group_has_correct']:.2f}",
         f"  groups all wrong                 {pct(f['groups_all_wrong'])}" +
         ("   <- teach nothing" if f["groups_all_wrong"] > ALL_WRONG_HIGH else ""),

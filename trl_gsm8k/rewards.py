@@ -158,6 +158,24 @@ correctness_reward = CorrectnessReward()
 correctness_reward_strict = CorrectnessReward("strict")
 
 
+def find_correctness(reward_funcs: Sequence[Any]) -> tuple[int, CorrectnessReward] | None:
+    """The first correctness reward among a trainer's reward functions, with its index: a :class:`CorrectnessReward`
+    itself, or the correctness term a reward carries (:class:`ShapedReward`'s). ``None`` when there is none. Its
+    ``metric`` is the accuracy the run logs, its ``mode`` and ``declarations`` how it judges.
+
+    >>> i, judge = find_correctness([format_reward, ShapedReward(mode="strict")])
+    >>> i, judge.metric
+    (1, 'accuracy_strict')
+    >>> find_correctness([format_reward]) is None
+    True
+    """
+    for i, func in enumerate(reward_funcs):
+        judge = func if isinstance(func, CorrectnessReward) else getattr(func, "correctness", None)
+        if isinstance(judge, CorrectnessReward):
+            return i, judge
+    return None
+
+
 def format_reward(completions: Sequence[Any], **kwargs) -> list[float]:
     r"""Reward 1.0 when the completion ends with a ``#### <number>`` line (the format the prompt asks for), else 0.0.
 
@@ -305,7 +323,7 @@ class ShapedReward:
     The module's ``shaped_reward`` is ``ShapedReward()``: ``1.0 * correct + 0.1 * format + 0.05 * length``.
     Picklable (no closures), so it survives multiprocessing and ``accelerate launch``. ``None`` (unreadable gold)
     propagates: the completion is skipped rather than scored on format alone. Its correctness term logs
-    ``accuracy`` as :class:`CorrectnessReward` does.
+    ``accuracy`` (``accuracy_strict``) as :class:`CorrectnessReward` does.
 
     Args:
         correctness_weight, format_weight, length_weight: The weights (tutorial: 1.0, 0.1, 0.05).

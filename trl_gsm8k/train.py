@@ -21,7 +21,6 @@ import threading
 from transformers import TrainerCallback
 
 from .checks import (
-    LaunchError,
     available_memory_bytes,
     check_distributed_environment,
     check_fits_in_memory,
@@ -31,6 +30,7 @@ from .checks import (
 from .config import GSM8KScriptArguments, parse
 from .data import SYSTEM_PROMPT, load_gsm8k
 from .doctor import Doctor
+from .errors import LaunchError
 from .models import ensure_pad_token, resolve_model_path
 from .rewards import get_reward_funcs
 from .trainer import GSM8KGRPOConfig, GSM8KGRPOTrainer
