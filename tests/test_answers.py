@@ -467,3 +467,27 @@ def test_an_interrupt_between_request_and_reply_does_not_shift_later_replies():
     assert answers_match(r"\boxed{2 \times 8}", "18") is False
     assert answers_match(r"\boxed{2 \times 9}", "18") is True
     assert answers_match(r"\boxed{3 \times 5}", "18") is False
+
+
+def test_thousands_of_markers_cost_milliseconds_not_seconds():
+    """A completion of markers (spam, or a loop) is read in bounded time: a clause within a bounded window, and at
+    most answers.MAX_MARKERS_READ markers, from the end."""
+    code = (
+        "from trl_gsm8k.answers import extract_answer\n"
+        "texts = ['answer is ' * 20_000, 'A:\\n' * 30_000, '#### x\\n' * 20_000, '<answer>x</answer>' * 5_000,"
+        " '{\"answer\": \"x\"}' * 5_000, '\\\\boxed{1}' * 5_000 + 'answer is x ' * 5_000]\n"
+        "assert [extract_answer(t) for t in texts] == [None] * 6\n"
+        "assert extract_answer('The answer is 7. ' + 'Hmm. ' * 15_000) == 7\n"
+    )
+    # About 0.5 s when each marker costs at most a bounded read, plus the interpreter's start; reading every marker
+    # fully took over 5 s for the first text alone.
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=20, cwd=Path(__file__).parent.parent)
+
+
+def test_markers_are_read_from_the_end_up_to_the_bound():
+    silent = "#### x\n"  # a marker that declares nothing, and still comes last
+    for n in (1, answers.MAX_MARKERS_READ - 1):
+        assert extract_answer("The answer is 7.\n" + "Answer: none\n" * n + silent) is None
+    remarks = "The answer is correct.\n"  # markers that are no declaration: the reader goes on past them
+    assert extract_answer("The answer is 7.\n" + remarks * (answers.MAX_MARKERS_READ - 1)) == 7
+    assert extract_answer("The answer is 7.\n" + remarks * answers.MAX_MARKERS_READ) is None  # spam: no answer

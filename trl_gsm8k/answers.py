@@ -65,7 +65,7 @@ own template the only one credited (``declarations=("answer_tag",)``).
    words (``eighteen``) are not read.
 
 A declaration that commits to nothing still counts as the last one: "#### 18\nThe answer is 18 or 19." has no
-answer.
+answer. Markers are read from the end, at most :data:`MAX_MARKERS_READ`: past that a text is spam and declares nothing.
 
 Difference with lm-evaluation-harness and verl: their "flexible" modes take the *last number anywhere in the
 text*, which credits number spam and answers left in the working. Ours requires a declaration: a completion
