@@ -13,7 +13,7 @@ import pytest
 from transformers import AutoTokenizer, TrainerControl, TrainerState
 
 from trl_gsm8k import doctor as doc
-from trl_gsm8k.doctor import Doctor, group_size_for, recommend
+from trl_gsm8k.doctor import MIN_STEPS, Doctor, group_size_for, recommend
 from trl_gsm8k.rewards import CorrectnessReward, ShapedReward, correctness_reward_strict, format_reward
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,7 +43,22 @@ def conditions(doctor):
 
 
 def test_healthy_run_has_no_diagnosis():
-    assert feed([HEALTHY] * 20).diagnoses == []
+    doctor = feed([HEALTHY] * 20)
+    assert doctor.diagnoses == []
+    assert doctor.summary_lines()[0].startswith("Doctor: no problem found in the logged metrics (20 logged steps")
+
+
+@pytest.mark.parametrize("logged", [0, 1, 2])
+def test_the_doctor_says_when_it_cannot_judge(logged):
+    """Too few logged steps for its window (the Qwen recipe logs every 10 steps): say so, not "no problem found",
+    even with every completion cut."""
+    args = SimpleNamespace(**vars(ARGS), logging_steps=10)
+    doctor = feed([{**HEALTHY, "completions/clipped_ratio": 0.94, "frac_zero_std_groups": 1.0}] * logged, args=args)
+    [line] = doctor.summary_lines()
+    assert "cannot judge" in line and f"needs {MIN_STEPS} logged steps and got {logged}" in line
+    assert "logging_steps: 1" in line
+    if logged:  # it has seen the trainer's arguments
+        assert f"logging_steps: 10 logs every 10 optimizer steps, so it needs {10 * MIN_STEPS} steps" in line
 
 
 @pytest.mark.parametrize("changes, condition", [

@@ -384,6 +384,7 @@ class Doctor(TrainerCallback):
         self._logged = 0
         self._history: dict[str, float] = {}
         self._think_opened: bool | None = None
+        self._logging_steps: float | None = None
 
     def settings(self, args: Any) -> dict[str, Any]:
         names = list(getattr(self.trainer, "reward_func_names", None) or [])
@@ -425,6 +426,7 @@ class Doctor(TrainerCallback):
             if isinstance(value, (int, float)) and not isinstance(value, bool):
                 self._window.setdefault(name, deque(maxlen=self.window_steps)).append(float(value))
         self._logged += 1
+        self._logging_steps = getattr(args, "logging_steps", None)
         if self._logged < self.min_steps:
             return
         self.observe(state.global_step, args, state.is_world_process_zero)
@@ -454,9 +456,20 @@ class Doctor(TrainerCallback):
                     break
 
     def summary_lines(self) -> list[str]:
+        if not self.diagnoses and self._logged < self.min_steps:
+            return [self._cannot_judge()]
         if not self.diagnoses:
-            return ["Doctor: no problem found in the logged metrics."]
+            return [f"Doctor: no problem found in the logged metrics ({self._logged} logged steps, judged over the "
+                    f"last {self.window_steps})."]
         lines = [f"Doctor: {len(self.diagnoses)} problem(s) found (also in run_info.json):"]
         for d in self.diagnoses:
             lines.append(f"  step {d['step']}: {d['condition']} ({d['value']:.3g}): {d['advice']}")
         return lines
+
+    def _cannot_judge(self) -> str:
+        every = self._logging_steps
+        how = (f"logging_steps: {every:g} logs every {every:g} optimizer steps, so it needs "
+               f"{self.min_steps * every:g} steps: train longer or log more often (logging_steps: 1)"
+               if every and every >= 1 else "train longer or log more often (logging_steps: 1)")
+        return (f"Doctor: cannot judge this run: it needs {self.min_steps} logged steps and got {self._logged}; "
+                f"{how}.")
