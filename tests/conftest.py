@@ -1,8 +1,20 @@
 """Shared fixtures: a tiny random Llama with the real SmolLM2 tokenizer, saved once per session."""
 
+import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+# Property tests (tests/test_answer_grammar.py): derandomized in CI (the same examples on every run, so a failure
+# reproduces), random locally (new examples each run). No example database; .hypothesis/ (Hypothesis's own cache of
+# constants) is git-ignored.
+# HYPOTHESIS_PROFILE overrides the choice, e.g. HYPOTHESIS_PROFILE=thorough for a long local search.
+_PROFILE = dict(deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("ci", derandomize=True, max_examples=100, print_blob=True, **_PROFILE)
+settings.register_profile("dev", max_examples=100, **_PROFILE)
+settings.register_profile("thorough", max_examples=5_000, **_PROFILE)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 TOKENIZER_DIR = Path(__file__).parent / "assets" / "tokenizer"
 

@@ -411,6 +411,7 @@ _TOKEN_RE = re.compile(
 )
 _SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9, "k": 1000}
 _SIGN_WORDS = frozenset({"negative", "minus"})
+_WORD_OPERATORS = {"minus": "-", "plus": "+", "times": "×", "multiplied": "×", "divided": "÷"}  # after a number
 # Before the number: these make it something other than the committed answer.
 _NEGATIONS = frozenset({"not", "never", "neither", "nor", "cannot"})
 _BOUND_WORDS = frozenset({  # anywhere before the number
@@ -488,7 +489,13 @@ def _tokenize(text: str) -> list[_Token]:
             hours, minutes = word.split(":")
             tokens.append(_Token("num", word, Fraction(int(hours)) if minutes == "00" else None))
         elif kind == "word":
-            tokens.append(_Token("word", word.lower()))
+            word = word.lower()
+            if word in _WORD_OPERATORS and tokens and (tokens[-1].kind == "num" or tokens[-1].text in (")", "%")):
+                tokens.append(_Token("op", _WORD_OPERATORS[word]))  # "44 minus 3": a calculation, not units
+            elif word == "by" and tokens and tokens[-1].text in ("÷", "×") and tokens[-1].kind == "op":
+                continue  # "divided by", "multiplied by"
+            else:
+                tokens.append(_Token("word", word))
         else:
             tokens.append(_Token(kind, word))
     return tokens
@@ -618,7 +625,7 @@ def _read_after(tokens: list[_Token], i: int, negative: bool) -> _Reading:
         j += 1
         if j < n and tokens[j].text == "of" and _number_follows(tokens, j + 1, fillers=False):
             return _HEDGED  # "25% of 80": a transformation of the number
-    elif j + 1 < n and tokens[j].text == "/" and tokens[j + 1].kind == "word":
+    elif j + 1 < n and tokens[j].text == "/" and tokens[j + 1].kind == "word" and tokens[j + 1].text not in _SIGN_WORDS:
         j += 2
     last = _last_number(tokens)
     # A correction later in the clause replaces everything before it.
@@ -632,7 +639,8 @@ def _read_after(tokens: list[_Token], i: int, negative: bool) -> _Reading:
         t = tokens[j]
         if t.text == "?":
             return _HEDGED
-        if t.text in _CHAIN_OPS and j + 1 < n and (tokens[j + 1].kind == "num" or tokens[j + 1].text in "(-"):
+        if t.text in _CHAIN_OPS and j + 1 < n and (tokens[j + 1].kind == "num" or tokens[j + 1].text in "(-"
+                                                   or tokens[j + 1].text in _SIGN_WORDS):
             return _read_chain(tokens, i, value)
         if t.text == "+" or t.text in _DASHES and j + 1 < n and tokens[j + 1].kind == "num":
             return _HEDGED
@@ -644,13 +652,15 @@ def _read_after(tokens: list[_Token], i: int, negative: bool) -> _Reading:
     k, units = j, 0
     while k < n and tokens[k].kind == "word" and units < 3 and tokens[k].text not in _RANGE_WORDS \
             and tokens[k].text not in _ALTERNATIVE_WORDS and tokens[k].text not in ("and", "of") \
-            and tokens[k].text not in _BOUND_AFTER and tokens[k].text not in _AFTER_TRANSFORMS:
+            and tokens[k].text not in _BOUND_AFTER and tokens[k].text not in _AFTER_TRANSFORMS \
+            and tokens[k].text not in _WORD_OPERATORS:
         k, units = k + 1, units + 1
     if k < n:
         t = tokens[k]
         if t.text in _AFTER_TRANSFORMS or t.text in _BOUND_AFTER or t.text == "?":
             return _HEDGED
-        if t.text in _CHAIN_OPS - {"="} and units and _number_follows(tokens, k + 1, fillers=False):
+        if (t.text in _CHAIN_OPS - {"="} or t.text in _WORD_OPERATORS) and units \
+                and _number_follows(tokens, k + 2 if k + 1 < n and tokens[k + 1].text == "by" else k + 1, fillers=False):
             return _HEDGED  # "18 apples + 19 apples", "6 hours / 12 hours": a calculation, not its result
         if t.text == "or" and k + 1 < n and tokens[k + 1].text in _OR_BOUNDS:
             return _HEDGED
@@ -685,7 +695,7 @@ def _read_chain(tokens: list[_Token], i: int, value: Fraction) -> _Reading:
     j, last_eq, n = i + 1, None, len(tokens)
     while j + 1 < n and tokens[j].text in _CHAIN_OPS | {"(", ")"}:
         k = j
-        while k < n and tokens[k].text in _CHAIN_OPS | {"(", ")"}:
+        while k < n and (tokens[k].text in _CHAIN_OPS | {"(", ")"} or tokens[k].text in _SIGN_WORDS):
             if tokens[k].text == "=":
                 last_eq = k
             k += 1
@@ -699,7 +709,7 @@ def _read_chain(tokens: list[_Token], i: int, value: Fraction) -> _Reading:
     result = next((k for k in range(last_eq + 1, j) if tokens[k].kind == "num"), None)
     if result is None or any(tokens[k].text in _CHAIN_OPS - {"="} for k in range(result + 1, j)):
         return _EXPRESSION
-    negative = tokens[result - 1].text == "-"
+    negative = tokens[result - 1].text == "-" or tokens[result - 1].text in _SIGN_WORDS
     return _read_after(tokens[:result] + tokens[result:], result, negative)
 
 
