@@ -229,3 +229,12 @@ def test_max_solution_steps_evaluates_the_easy_subset(tiny_model_dir, tmp_path):
     items = _jsonl(tmp_path / "eval.jsonl")
     assert [it["gold"] for it in items] == [row["answer"].rsplit("#### ", 1)[1].replace(",", "") for row in easy[:3]]
     assert json.loads(out.read_text())["settings"]["max_solution_steps"] == 1
+
+
+def test_the_token_budget_is_the_recipes_or_the_readmes_baseline(tiny_model_dir):
+    """Evaluate as the recipe trains (its max_completion_length), else with the README baseline's 256 tokens; an
+    explicit --max-new-tokens wins."""
+    demo = "recipes/smollm2-135m_cpu_demo.yaml"
+    assert ev.parse_args(["--model", tiny_model_dir]).max_new_tokens == ev.DEFAULT_MAX_NEW_TOKENS == 256
+    assert ev.parse_args(["--model", tiny_model_dir, "--recipe", demo]).max_new_tokens == 128
+    assert ev.parse_args(["--model", tiny_model_dir, "--recipe", demo, "--max-new-tokens", "64"]).max_new_tokens == 64

@@ -96,6 +96,8 @@ def build_prompts(rows: Sequence[dict], prompt: str, tokenizer, source: str = BU
 
 # --- the run -----------------------------------------------------------------------------------------------------
 
+DEFAULT_MAX_NEW_TOKENS = 256
+"""The completion budget without a recipe: the README's baseline (benchmarks/eval.md) was generated with it."""
 SETTINGS_KEYS = ("model", "split", "prompt", "data_source", "num_samples", "temperature", "max_new_tokens", "seed",
                  "backend", "dtype", "num_fewshot", "system_prompt", "max_solution_steps")
 """What must match for a JSONL to be resumed (--limit and --batch-size may change)."""
@@ -152,12 +154,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--temperature", type=float,
                         help="sampling temperature (default: greedy when K=1, 1.0 when K>1; 0 means greedy)")
     parser.add_argument("--batch-size", type=int, default=16, help="questions per generate call")
-    parser.add_argument("--max-new-tokens", type=int, default=512,
-                        help="completion budget (reasoning models: 2048-4096)")
+    parser.add_argument("--max-new-tokens", type=int,
+                        help=f"completion budget (default: the --recipe's max_completion_length, else "
+                        f"{DEFAULT_MAX_NEW_TOKENS}, the README's baseline; reasoning models: 2048-4096)")
     parser.add_argument("--prompt", choices=("train", "lm-eval-fewshot"), default="train",
                         help="train: the training chat prompt (data.py); lm-eval-fewshot: 8-shot plain text")
     parser.add_argument("--system-prompt", help="replace the training prompt's instruction (default: data.py's)")
-    parser.add_argument("--recipe", help="take --system-prompt from this training recipe (its system_prompt key)")
+    parser.add_argument("--recipe", help="evaluate as this training recipe trains: its system_prompt and, unless "
+                        "--max-new-tokens is given, its max_completion_length")
     parser.add_argument("--num-fewshot", type=int, default=FEWSHOT_N,
                         help=f"exemplars for lm-eval-fewshot (default {FEWSHOT_N}; lm-eval's gsm8k task uses 5)")
     parser.add_argument("--output", default="eval.json", help="summary JSON; items go to the same stem .jsonl")
@@ -176,7 +180,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.recipe:
         if args.system_prompt is not None:
             parser.error("give --system-prompt or --recipe, not both")
-        args.system_prompt = _recipe_system_prompt(parser, args.recipe)
+        args.system_prompt, budget = _recipe_prompt_and_budget(parser, args.recipe)
+        if args.max_new_tokens is None:
+            args.max_new_tokens = budget
+    if args.max_new_tokens is None:
+        args.max_new_tokens = DEFAULT_MAX_NEW_TOKENS
     for name in ("limit", "num_samples", "batch_size", "max_new_tokens", "threads", "num_fewshot", "max_solution_steps"):
         value = getattr(args, name)
         if value is not None and value < 1:
@@ -192,19 +200,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def _recipe_system_prompt(parser: argparse.ArgumentParser, recipe: str) -> str | None:
-    """The recipe's ``system_prompt``, read as training reads it, so a recipe training would refuse is refused here."""
+def _recipe_prompt_and_budget(parser: argparse.ArgumentParser, recipe: str) -> tuple[str | None, int | None]:
+    """The recipe's ``system_prompt`` and ``max_completion_length``, read as training reads them, so a recipe training
+    would refuse is refused here."""
     from .errors import LaunchError
     from .config import read_recipe  # imports TRL: only when --recipe is given
 
     try:
-        prompt = read_recipe(recipe).script_args.system_prompt
+        parsed = read_recipe(recipe)
+        prompt = parsed.script_args.system_prompt
     except (LaunchError, OSError) as exc:  # OSError: a directory or unreadable file (a missing one is a LaunchError)
         parser.error(f"--recipe {recipe}: {_first_line(exc)}")
     # The recipe's value becomes the dataclass default as written: a YAML list stays a list.
     if prompt is not None and not isinstance(prompt, str):
         parser.error(f"--recipe {recipe}: system_prompt must be text, got {type(prompt).__name__}")
-    return prompt
+    return prompt, getattr(parsed.training_args, "max_completion_length", None)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
