@@ -70,3 +70,16 @@ def test_bad_shapes_raise():
         group_advantages(torch.zeros(2, 2), 2)
     with pytest.raises(ValueError, match=">= 1"):
         group_advantages(torch.zeros(4), 0)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_rewards_get_float32_advantages(dtype):
+    """Rewards that arrive in bf16 (a reward model's logits under the GPU recipes' precision) are standardised in
+    fp32: in bf16, (r - mean) / std carries bf16's 2^-8 relative error into every advantage, and into the loss."""
+    rng = np.random.default_rng(0)
+    rewards = torch.tensor(rng.choice([0.0, 0.25, 0.5, 1.0], size=64) + rng.normal(0, 0.01, size=64))
+    low = rewards.to(dtype)  # the rewards as they arrive: rounded once, then exact
+    adv = group_advantages(low, num_generations=8)
+    assert adv.dtype == torch.float32
+    expected = torch.tensor(reference(low.double().numpy(), 8, 1e-8), dtype=torch.float32)
+    torch.testing.assert_close(adv, expected, rtol=1e-5, atol=1e-5)

@@ -47,11 +47,93 @@ def test_shipped_deepspeed_configs_leave_sizes_to_the_recipe():
             assert config[key] == "auto", (name, key)
 
 
-def test_bf16_on_cpu_names_the_fix():
-    with pytest.raises(LaunchError, match="Set `bf16: false`"):
-        check_precision(bf16=True, fp16=False, use_cpu=False, cuda_available=False)
-    check_precision(bf16=True, fp16=False, use_cpu=False, cuda_available=True)
+# What torch.cpu.get_capabilities() reports on machines of each kind (the keys that matter here).
+AMX_XEON = {"architecture": "x86_64", "avx2": True, "avx512_f": True, "avx512_bw": True, "avx512_bf16": True,
+            "amx_tile": True, "amx_bf16": True}  # Sapphire Rapids and later
+COOPER_LAKE = {"architecture": "x86_64", "avx2": True, "avx512_f": True, "avx512_bw": True, "avx512_bf16": True}
+SKYLAKE_SP = {"architecture": "x86_64", "avx2": True, "avx512_f": True, "avx512_bw": True, "avx512_dq": True,
+              "avx512_vl": True}  # oneDNN runs bf16 here, emulated (torch.ops.mkldnn._is_mkldnn_bf16_supported())
+EPYC_ZEN3 = {"architecture": "x86_64", "avx2": True}
+
+
+def on_cpu_with(monkeypatch, capabilities: dict) -> None:
+    """This process sees a machine without CUDA whose CPU torch reports with these capabilities."""
+    import types
+
+    import torch
+
+    monkeypatch.setattr(torch.cpu, "get_capabilities", lambda: types.MappingProxyType(capabilities))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+def test_native_cpu_bf16_is_amx_or_avx512_bf16_as_torch_reports_it(monkeypatch):
+    import torch
+
+    from trl_gsm8k.precision import native_cpu_bf16
+
+    expected = {"AMX-BF16": AMX_XEON, "AVX512-BF16": COOPER_LAKE, None: SKYLAKE_SP}
+    for native, capabilities in {**expected, "none": EPYC_ZEN3}.items():
+        on_cpu_with(monkeypatch, capabilities)
+        assert native_cpu_bf16() == (None if native == "none" else native), capabilities
+    monkeypatch.undo()
+    here = torch.cpu.get_capabilities()
+    assert (native_cpu_bf16() is not None) == bool(here.get("amx_bf16") or here.get("avx512_bf16"))
+
+
+def test_bf16_on_cpu_runs_where_native_and_names_the_fix_where_emulated():
+    check_precision(bf16=True, fp16=False, use_cpu=False, cuda_available=True)  # a GPU
     check_precision(bf16=False, fp16=False, use_cpu=True, cuda_available=False)
+    check_precision(bf16=True, fp16=False, use_cpu=True, cuda_available=False, cpu_bf16="AMX-BF16")
+    with pytest.raises(LaunchError) as refused:
+        check_precision(bf16=True, fp16=False, use_cpu=False, cuda_available=False, cpu_bf16=None)
+    message = str(refused.value)
+    assert "\n" not in message and "would be emulated, many times slower than fp32" in message
+    for fix in ("`bf16: auto`", "`bf16: false`", "`allow_emulated_bf16: true`"):
+        assert fix in message
+    check_precision(bf16=True, fp16=False, use_cpu=True, cuda_available=False, cpu_bf16=None, allow_emulated=True)
+    with pytest.raises(LaunchError, match="fp16: true needs a GPU"):
+        check_precision(bf16=False, fp16=True, use_cpu=True, cuda_available=False, cpu_bf16="AMX-BF16")
+
+
+DEMO = "recipes/smollm2-135m_cpu_demo.yaml"
+
+
+def test_bf16_true_on_a_cpu_with_native_bf16_trains_in_bf16(monkeypatch, tmp_path):
+    """Failed before issue 20 (every bf16 on the CPU was refused: "bf16: true needs a GPU")."""
+    on_cpu_with(monkeypatch, AMX_XEON)
+    _, args, _ = parse(["--config", DEMO, "--output_dir", str(tmp_path), "--bf16", "true"])
+    assert args.bf16 is True and args.use_cpu is True  # transformers needs use_cpu for bf16 without a GPU
+    assert "AMX-BF16" in args.precision_note and "fp32 master weights" in args.precision_note
+    on_cpu_with(monkeypatch, SKYLAKE_SP)
+    with pytest.raises(LaunchError, match=r"would be emulated.*`bf16: auto`.*`allow_emulated_bf16: true`"):
+        parse(["--config", DEMO, "--output_dir", str(tmp_path), "--bf16", "true"])
+    _, args, _ = parse(["--config", DEMO, "--output_dir", str(tmp_path), "--bf16", "true",
+                        "--allow_emulated_bf16", "true"])
+    assert args.bf16 is True and args.use_cpu is True and "emulated" in args.precision_note
+
+
+def test_bf16_auto_is_bf16_where_native_and_fp32_elsewhere_said_in_one_line(monkeypatch, tmp_path):
+    from trl_gsm8k.precision import resolve_bf16
+
+    recipe = tmp_path / "auto.yaml"
+    recipe.write_text("bf16: auto\nnum_generations: 2\nper_device_train_batch_size: 2\n")
+    on_cpu_with(monkeypatch, COOPER_LAKE)
+    _, args, _ = parse(["--config", str(recipe), "--output_dir", str(tmp_path)])
+    assert args.bf16 is True and args.use_cpu is True and "AVX512-BF16" in args.precision_note
+    on_cpu_with(monkeypatch, EPYC_ZEN3)
+    _, args, _ = parse(["--config", str(recipe), "--output_dir", str(tmp_path)])
+    assert args.bf16 is False and args.use_cpu is False
+    assert args.precision_note.startswith("bf16: auto → fp32") and "\n" not in args.precision_note
+    # On a GPU: bf16 where it has it (Ampere+), fp32 on older ones; `true` is left to the GPU.
+    assert resolve_bf16("auto", False, False, cuda_available=True, gpu_bf16=True) == (True, False, None)
+    assert resolve_bf16("auto", False, False, cuda_available=True, gpu_bf16=False)[:2] == (False, False)
+    assert resolve_bf16(True, False, False, cuda_available=True) == (True, False, None)
+    # Not set: TRL's default (bf16 unless fp16), so refused here like `true`.
+    with pytest.raises(LaunchError, match="would be emulated"):
+        resolve_bf16(None, False, False, cuda_available=False, cpu_bf16=None)
+    assert resolve_bf16(None, True, False, cuda_available=False).bf16 is False
+    with pytest.raises(LaunchError, match="bf16 must be true, false or auto, got 'maybe'"):
+        parse(["--config", str(recipe), "--output_dir", str(tmp_path), "--bf16", "maybe"])
 
 
 def test_missing_model_path(tmp_path):
@@ -113,6 +195,8 @@ def test_read_recipe_reads_a_gpu_recipe_without_a_gpu_and_keeps_its_precision(tm
     recipe.write_text("bf16: true\nlearning_rate: 3.0e-6\nsystem_prompt: Be brief.\n")
     read = read_recipe(str(recipe), ["--output_dir", str(tmp_path)])
     assert read.mixed_precision and not read.training_args.bf16  # built without bf16: no GPU needed
+    auto = read_recipe(str(recipe), ["--output_dir", str(tmp_path), "--bf16", "auto"])
+    assert auto.mixed_precision and not auto.training_args.bf16  # planned as bf16: what auto is on a bf16 GPU
     assert read.training_args.learning_rate == 3e-6 and read.script_args.system_prompt == "Be brief."
     assert not read_recipe(str(recipe), ["--output_dir", str(tmp_path), "--bf16", "false"]).mixed_precision
     cpu = tmp_path / "cpu.yaml"

@@ -37,7 +37,8 @@ def write_recipe(path: Path, model_dir: Path, **overrides) -> Path:
 
 def run(cmd, **kwargs):
     env = {**ENV, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ENV.get('PYTHONPATH', '')}"}
-    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900, **kwargs)
+    kwargs.setdefault("timeout", 900)
+    return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, **kwargs)
 
 
 @pytest.fixture(scope="module")
@@ -87,6 +88,75 @@ def test_zero2_offload_trains_like_a_plain_run(runs, checkpoint):
     assert worst < WEIGHT_TOL, f"ZeRO-2 offload and plain runs differ by {worst:.2e} (update size {moved:.2e})"
 
 
+# --- the GPU recipes' precision path: bf16 compute, fp32 master weights (emulated on a CPU without native bf16) ------
+BF16_LR = 1e-5  # the CPU demo's: one Adam step (~lr) is below half the bf16 spacing of most of the model's weights
+# bf16 keeps 8 significant bits (2^-8 ≈ 0.4 %): the tiny model's gradients come out ~1-3 % off, Adam's update inherits
+# it (measured 2.5 % here); an update lost to rounding is ~90 % off (tests/test_precision.py).
+BF16_UPDATE_RTOL = 0.1
+
+
+@pytest.fixture(scope="module")
+def bf16_run(runs):
+    """The design-card command in bf16 at lr 1e-5, otherwise the recipe of the fp32 ZeRO-2 run."""
+    out = runs["tmp"] / "zero2_bf16"
+    ds = run([
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/zero2_offload.yaml",
+        "-m", "trl_gsm8k.train", "--config", str(runs["recipe"]), "--output_dir", str(out),
+        "--bf16", "true", "--allow_emulated_bf16", "true", "--learning_rate", str(BF16_LR),
+    ])
+    assert ds.returncode == 0, ds.stderr[-4000:]
+    return out
+
+
+def fp32_master_weights(checkpoint: Path) -> dict:
+    """The weights DeepSpeed's optimizer updates (fp32), from a checkpoint's optimizer state."""
+    from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
+
+    return {k: v.detach() for k, v in get_fp32_state_dict_from_zero_checkpoint(str(checkpoint)).items()}
+
+
+def test_zero2_offload_in_bf16_moves_fp32_master_weights_as_fp32_does(runs, bf16_run):
+    """bf16 under the design-card command: DeepSpeed's bf16 engine (module in bf16), its CPU Adam updating fp32 master
+    weights. Reference: the fp32 ZeRO-2 run of the same recipe at lr 1e-3. Step 1 is Adam's first step,
+    -lr·g/(|g| + eps), exactly linear in lr, on the same completions (generated before any update): that step scaled by
+    1e-5/1e-3 is the fp32 step at lr 1e-5, and the bf16 run's master weights must move by it within bf16's error,
+    while their bf16 copies mostly cannot move at all. Step 2 must move the masters again."""
+    info = json.loads((bf16_run / "run_info.json").read_text())
+    assert (info["wrapped_model"], info["zero_stage"], info["zero_cpu_offload"], info["optimizer"]) == (
+        "DeepSpeedEngine", 2, True, "DeepSpeedCPUAdam")
+    precision = info["precision"]
+    assert precision["bf16"] is True and precision["applied_by"] == "deepspeed"
+    assert (precision["module_dtype"], precision["master_weights_dtype"]) == ("bfloat16", "float32")
+
+    ours, reference = log_history(bf16_run), log_history(runs["zero2"])
+    assert [h["step"] for h in ours] == [1, 2]
+    assert (ours[0]["reward"], ours[0]["num_tokens"]) == (reference[0]["reward"], reference[0]["num_tokens"])
+    assert ours[0]["loss"] == pytest.approx(reference[0]["loss"], abs=1e-4)
+
+    initial = {k: v.to(torch.bfloat16).float() for k, v in load_file(runs["tmp"] / "model" / "model.safetensors").items()}
+    fp32_step = load_file(runs["zero2"] / "checkpoint-1" / "model.safetensors")
+    scale = BF16_LR / 1e-3
+    expected = {k: (fp32_step[k] - load_file(runs["tmp"] / "model" / "model.safetensors")[k]) * scale for k in fp32_step}
+    master = fp32_master_weights(bf16_run / "checkpoint-1")
+    assert master.keys() == expected.keys() and {v.dtype for v in master.values()} == {torch.float32}
+    num = sum(float((master[k] - initial[k] - expected[k]).square().sum()) for k in expected)
+    den = sum(float(expected[k].square().sum()) for k in expected)
+    error = (num / den) ** 0.5
+    assert error < BF16_UPDATE_RTOL, f"the bf16 run's first update differs from fp32's by {error:.1%}"
+
+    saved = load_file(bf16_run / "checkpoint-1" / "model.safetensors")  # the module: the masters rounded to bf16
+    assert all(saved[k].dtype == torch.bfloat16 and torch.equal(saved[k], master[k].to(torch.bfloat16)) for k in saved)
+    updated = torch.cat([(expected[k] != 0).flatten() for k in master])  # not the embeddings of unseen tokens
+    moved = torch.cat([(master[k] != initial[k]).flatten() for k in master])[updated]
+    kept = torch.cat([(saved[k].float() == initial[k]).flatten() for k in master])[updated]
+    assert moved.float().mean() > 0.99 and kept.float().mean() > 0.5  # most of the step is held by the masters alone
+
+    second = fp32_master_weights(bf16_run / "checkpoint-2")
+    step2 = torch.cat([(second[k] - master[k]).flatten() for k in master])[updated]
+    # Adam's second step moves each of these by ~0.7 lr (momentum), even where the step's gradient is 0
+    assert (step2 != 0).float().mean() > 0.99 and step2.square().mean().sqrt() > 0.3 * BF16_LR
+
+
 def test_killed_run_resumes_from_its_checkpoint(runs):
     """Kill a run once checkpoint-1 exists, resume it: it continues at step 2 and ends where the plain run ends."""
     out = runs["tmp"] / "killed"
@@ -105,8 +175,9 @@ def test_killed_run_resumes_from_its_checkpoint(runs):
     assert not (out / "model.safetensors").is_file(), "the run finished before it was killed"
 
     resumed = run([sys.executable, "-m", "trl_gsm8k.train", "--config", str(runs["recipe"]), "--use_cpu", "true",
-                   "--output_dir", str(out), "--resume_from_checkpoint", str(out / "checkpoint-1")])
+                   "--output_dir", str(out), "--resume_from_checkpoint", "latest"])
     assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert f"Resuming from {out / 'checkpoint-1'} (step 1 of 2)." in resumed.stderr  # it says what it loaded
     steps = [h["step"] for h in log_history(out)]
     assert steps == [1, 2], steps  # step 1 restored from the checkpoint's state, step 2 trained after resuming
     final, reference = load_file(out / "model.safetensors"), load_file(runs["plain"] / "model.safetensors")
@@ -334,3 +405,19 @@ def test_the_grace_period_is_torch_elastic_shutdown_timeout(tmp_path):
     took = time.time() - pressed
     assert "Unable to shutdown process" in (tmp_path / "log").read_text()
     assert 4 <= took < 15, f"killed {took:.1f} s after Ctrl-C"
+
+
+@pytest.mark.parametrize("value", ["latest", "no-such-checkpoint"])
+def test_resume_with_nothing_to_resume_from_is_an_error_naming_it(tmp_path, value):
+    """`--resume_from_checkpoint latest` on an output directory without a checkpoint (or a path that is none) stops
+    with one error line before any weights load, instead of training from step 1 and exiting 0."""
+    out = tmp_path / "empty"
+    out.mkdir()
+    target = value if value == "latest" else str(tmp_path / value)
+    proc = run([sys.executable, "-m", "trl_gsm8k.train", "--config", "recipes/smollm2-135m_cpu_demo.yaml",
+                "--output_dir", str(out), "--resume_from_checkpoint", target], timeout=300)
+    assert proc.returncode != 0
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: --resume_from_checkpoint {target}: "), proc.stderr[-2000:]
+    assert (str(out) in last) if value == "latest" else ("not a checkpoint directory" in last)
+    assert not any(out.iterdir())

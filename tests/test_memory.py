@@ -1,4 +1,5 @@
-"""The memory planner: parameter counts, terms, every recipe's verdict, and bad input (one line, exit code 2)."""
+"""The memory planner: parameter counts, terms, every recipe's verdict, the CPU plan, and bad input (one line, exit
+code 2)."""
 
 import json
 import re
@@ -80,8 +81,8 @@ def test_a_small_gpu_gets_a_verdict_naming_one_change():
 # --- the recipes, read by trl_gsm8k.config.read_recipe ---
 
 def plan(recipe: str, accelerate: str = "zero2_offload", gpu_gb: float = 8.0, processes: int = 1,
-         cpu_gb: float = float("inf")):
-    _, training_args, model_args, mixed = read_recipe(f"recipes/{recipe}.yaml", ["--output_dir", "/tmp/x"])
+         cpu_gb: float = float("inf"), overrides: tuple[str, ...] = ()):
+    _, training_args, model_args, mixed = read_recipe(f"recipes/{recipe}.yaml", ["--output_dir", "/tmp/x", *overrides])
     config, _ = memory.load_model_config(model_args.model_name_or_path)
     s = ModelShape.from_config(config)
     run = memory.settings_from_args(training_args, model_args, config, mixed)
@@ -116,7 +117,7 @@ def test_qlora_recipe_needs_at_most_5gb():
 
 
 def test_cpu_demo_recipe_plans():
-    est, _ = plan("smollm2-135m_cpu_demo")
+    est, _ = plan("smollm2-135m_cpu_demo", overrides=("--bf16", "false"))
     assert est.weights == pytest.approx(134_515_008 * 4 / GIB)  # fp32: no mixed precision, DeepSpeed keeps fp32
 
 
@@ -200,7 +201,7 @@ def test_offloaded_host_terms_follow_deepspeeds_buffers():
     assert est.cpu["zero_buffers"] * GIB == pytest.approx(P_R1 * 2 + embed * 2)
     assert est.cpu["weights"] * GIB == pytest.approx(P_R1 * 2)  # bf16 checkpoint read / model saved
     runtime = memory.HOST_RUNTIME_GIB + memory.CUDA_HOST_GIB
-    assert est.host_peak == pytest.approx((P_R1 * 22 + embed * 2) / GIB + runtime)
+    assert est.host_peak == pytest.approx((P_R1 * 22 + embed * 2) / GIB + runtime + memory.LAUNCHER_GIB)
     no_accumulation = estimate(shape(R1), replace(RunSettings(use_peft=False), gradient_accumulation=1),
                                ZERO2_OFFLOAD)
     assert no_accumulation.cpu["gradients"] * GIB == pytest.approx(P_R1 * 4)
@@ -285,3 +286,146 @@ def test_readme_states_the_planners_own_figures(capsys):
     assert f"full fine-tune: about {full_gpu:.1f} GB of GPU but about {full_cpu:.1f} GB of host memory" in text
     big = (printed(lora, "--reduce-bucket-size", "5e8")[0], printed(full, "--reduce-bucket-size", "5e8")[0])
     assert f"(`--reduce-bucket-size 5e8`) the planner prints GPU peaks of {big[0]:.1f} and {big[1]:.1f} GB" in text
+
+
+def test_readme_states_the_cpu_plan_of_the_demo(capsys, monkeypatch):
+    """README's CPU-plan figure for the demo is what `python -m trl_gsm8k.memory --config DEMO` prints on a machine
+    without CUDA and without native bf16 (fp32: the demo as it runs on such a CPU)."""
+    from trl_gsm8k import precision
+
+    monkeypatch.setattr(memory, "cuda_available", lambda: False)
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda *a: None)
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    text = " ".join(readme.split("## Will it fit? Memory planner", 1)[1].split("\n## ", 1)[0].split())
+    assert memory.main(["--config", DEMO, "--cpu-gb", "64"]) == 0
+    host = re.search(r"host about ([0-9.]+) GB", capsys.readouterr().out.strip().splitlines()[-1]).group(1)
+    assert f"The CPU demo on a CPU without native bf16: about {host} GB" in text
+    assert "python -m trl_gsm8k.memory --config recipes/smollm2-135m_cpu_demo.yaml # a CPU run: no --gpu-gb" in text
+
+
+# --- the CPU plan: a recipe with use_cpu, or no --gpu-gb on a machine without CUDA ---
+
+DEMO = "recipes/smollm2-135m_cpu_demo.yaml"
+
+
+def cpu_plan(recipe: str = "smollm2-135m_cpu_demo", accelerate: str = "zero2_offload", cpu_gb: float = float("inf"),
+             overrides: tuple[str, ...] = ()):
+    _, training_args, model_args, mixed = read_recipe(f"recipes/{recipe}.yaml", ["--output_dir", "/tmp/x", *overrides])
+    config, _ = memory.load_model_config(model_args.model_name_or_path)
+    s = ModelShape.from_config(config)
+    run = memory.settings_from_args(training_args, model_args, config, mixed, device="cpu")
+    zero, processes = memory.read_accelerate_config(f"accelerate_configs/{accelerate}.yaml")
+    return (estimate(s, run, zero, float("inf"), processes, "cpu", cpu_gb),
+            memory.advise(s, run, zero, float("inf"), processes, "cpu", cpu_gb))
+
+
+def test_cpu_demo_is_planned_without_gpu_gb_on_a_machine_without_cuda(capsys, monkeypatch):
+    monkeypatch.setattr(memory, "cuda_available", lambda: False, raising=False)
+    code = memory.main(["--config", DEMO])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "CPU plan (no --gpu-gb and this machine has no CUDA)" in out and "MemAvailable" in out
+    assert "GPU GB" not in out and "GPU about" not in out
+    est, _ = cpu_plan(cpu_gb=memory.this_machine_available_gb())
+    total = re.search(r"\+ launcher [0-9.]+ = ([0-9.]+) GB", out).group(1)
+    assert float(total) == pytest.approx(est.host_peak, abs=0.006)
+    assert out.strip().splitlines()[-1].startswith(f"verdict: fits: host about {est.host_peak:.1f} GB")
+
+
+def test_cpu_plan_counts_every_term_once():
+    est, _ = cpu_plan()
+    gpu, _ = plan("smollm2-135m_cpu_demo")  # the same recipe planned for a GPU: host terms only
+    rows = {term: (gb, phase) for term, gb, phase, _ in est.host_rows()}
+    assert len(rows) == len(est.host_rows())  # no term listed twice
+    # The device terms live in host memory on a CPU: none is left out ...
+    for term in ("weights", "activations", "logits", "kv_cache", "gradients", "zero_buffers"):
+        assert rows[term][0] == pytest.approx(getattr(est, term)) and rows[term][0] > 0
+    # ... nor is what DeepSpeed offloads, the runtime or the launcher, ...
+    for term in ("optimizer", "gradients (offloaded)", "zero_buffers (offloaded)", "overhead"):
+        assert rows[term][0] > 0 and rows[term][1] == "always"
+    assert est.launcher == memory.LAUNCHER_GIB
+    # ... and the weights are counted once: no host copy beside the model that already is in RAM (a GPU plan has one)
+    assert [t for t in rows if t.startswith("weights")] == ["weights"] and "weights" in gpu.cpu
+    # One host figure: the rows resident throughout plus the larger phase, and the launcher, nothing else
+    always = sum(gb for gb, phase in rows.values() if phase == "always")
+    assert set(phase for _, phase in rows.values()) == {"always", "training", "generation"}
+    assert est.host_peak == pytest.approx(always + max(est.kv_cache, est.training) + est.launcher)
+    assert est.host_peak == pytest.approx(est.peak + sum(est.cpu.values()) + est.launcher)
+    # The GPU plan's host figure (5.4 GB) left out activations (3.5 GB) and logits; the CPU plan's is 10 GB or so
+    assert est.host_peak > gpu.host_peak + est.activations
+    assert est.fits_gpu and est.overhead == 0  # no GPU, no CUDA context nor allocator slack
+
+
+def test_cpu_plan_advice_saves_ram_on_a_cpu():
+    est, advice = cpu_plan(cpu_gb=6)
+    assert not est.fits and advice is not None and advice[1].fits and advice[1].host_peak < 6
+    line = memory.verdict(est, advice)
+    assert line.startswith(f"verdict: does not fit in 6 GB of host memory (about {est.host_peak:.1f} GB")
+    assert advice[0] in line and "per_device_train_batch_size" in advice[0]
+    for gpu_only in ("GPU", "offload", "load_in_4bit", "ZeRO-3"):  # not advice for a run on the CPU
+        assert gpu_only not in line
+
+
+def test_without_deepspeed_a_cpu_run_holds_one_optimizer_state():
+    """On a CPU, ZeRO-2's offload copies the optimizer into the RAM it already is in: master + m + v (12 B/param) +
+    fp32 gradient partition + staging copy (4 + 4) against torch AdamW's m + v (8 B) and the gradients (4 B)."""
+    with_ds, _ = cpu_plan()
+    without, _ = cpu_plan(accelerate="single")
+    params = 134_515_008
+    assert without.optimizer * GIB == pytest.approx(params * 8) and not without.cpu.get("optimizer")
+    assert with_ds.cpu["optimizer"] * GIB == pytest.approx(params * 12)
+    assert without.host_peak < with_ds.host_peak - 1
+
+
+@pytest.mark.parametrize("native, weight_bytes", [(None, 4), ("AMX-BF16", 2)])
+def test_a_cpu_plan_computes_in_the_precision_this_cpu_runs(monkeypatch, native, weight_bytes):
+    """A recipe asking for bf16 runs it on a CPU with native bf16 (DeepSpeed casts the module to 16 bits, fp32 master
+    in its CPU Adam) and in fp32 elsewhere (`bf16: auto`); a GPU plan of the same recipe plans bf16."""
+    from trl_gsm8k import precision
+
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda *a: native)
+    est, _ = cpu_plan(overrides=("--bf16", "true"))
+    assert est.weights * GIB == pytest.approx(134_515_008 * weight_bytes)
+    assert est.cpu["optimizer"] * GIB == pytest.approx(134_515_008 * 12)  # fp32 master + m + v either way
+    gpu, _ = plan("smollm2-135m_cpu_demo", overrides=("--bf16", "true"))
+    assert gpu.weights * GIB == pytest.approx(134_515_008 * 2)
+    assert memory.cpu_mixed_precision(True, allow_emulated=True, native=None)
+    assert not memory.cpu_mixed_precision(False, native="AMX-BF16")
+
+
+def test_use_cpu_recipe_is_a_cpu_plan_even_where_cuda_is(capsys, monkeypatch):
+    monkeypatch.setattr(memory, "cuda_available", lambda: True)
+    recipe = "recipes/r1-distill-qwen-1.5b_lora_zero2-offload.yaml"
+    assert memory.main(["--config", recipe, "--use_cpu", "true", "--cpu-gb", "64"]) == 0
+    out = capsys.readouterr().out
+    assert "CPU plan (the recipe sets use_cpu)" in out and "of 64 GB" in out and "GPU GB" not in out
+    code, err = run_main(capsys, "--config", recipe, "--use_cpu", "true", "--gpu-gb", "8")
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("error: the recipe sets use_cpu: true") and "--use_cpu false" in err
+
+
+def test_gpu_gb_is_still_required_to_plan_a_gpu_run_where_cuda_is(capsys, monkeypatch):
+    monkeypatch.setattr(memory, "cuda_available", lambda: True)
+    code, err = run_main(capsys, "--config", DEMO)
+    assert code == 2 and len(err.splitlines()) == 1
+    assert err.startswith("error: --gpu-gb is required to plan a GPU run") and "--use_cpu true" in err
+
+
+def test_gpu_recipe_with_gpu_gb_on_a_machine_without_cuda_plans_as_before(capsys, monkeypatch):
+    monkeypatch.setattr(memory, "cuda_available", lambda: False, raising=False)
+    recipe = "r1-distill-qwen-1.5b_lora_zero2-offload"
+    assert memory.main(["--config", f"recipes/{recipe}.yaml", "--gpu-gb", "8", "--cpu-gb", "64"]) == 0
+    out = capsys.readouterr().out
+    est, _ = plan(recipe, cpu_gb=64)
+    assert "CPU plan" not in out and "budgets: 8 GB per GPU, 64 GB of host memory" in out and "GPU GB" in out
+    assert "weights" in est.cpu  # the host copy of the weights of a GPU run
+    assert out.strip().splitlines()[-1] == memory.verdict(est, None)
+    assert f"GPU about {est.peak:.1f} GB of 8 per device, host about {est.host_peak:.1f} GB of 64" in out
+
+
+def test_cli_without_gpu_gb_on_bad_input_is_still_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(memory, "cuda_available", lambda: False)
+    code, err = run_main(capsys, "--config", DEMO, "--cpu-gb", "0")
+    assert code == 2 and err == "error: argument --cpu-gb: must be a positive number, got '0'."
+    code, err = run_main(capsys, "--config", "recipes/no-such.yaml")
+    assert code == 2 and err == "error: recipe not found: recipes/no-such.yaml"

@@ -282,6 +282,7 @@ DIST_SCRIPT = textwrap.dedent(
     from trl_gsm8k.trainer import GSM8KGRPOConfig, GSM8KGRPOTrainer
 
     model_dir, out_dir, per_device = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    bf16 = sys.argv[4:] == ["bf16"]  # the GPU recipes' precision (emulated on a CPU without native bf16)
     G = 4
     rank = int(os.environ.get("RANK", 0))
 
@@ -303,11 +304,12 @@ DIST_SCRIPT = textwrap.dedent(
 
     ds = Dataset.from_dict({"prompt": [f"Q{i}: what is {i} + {i}?" for i in range(12)], "idx": list(range(12))})
     args = GSM8KGRPOConfig(
-        output_dir=os.path.join(out_dir, "run"), bf16=False, use_cpu=True, report_to="none", max_completion_length=4,
-        num_generations=G, per_device_train_batch_size=per_device, max_steps=1, save_strategy="no", seed=0,
-        reward_weights=[1.0, 0.5],
+        output_dir=os.path.join(out_dir, "run"), bf16=bf16, allow_emulated_bf16=bf16, use_cpu=True, report_to="none",
+        max_completion_length=4, num_generations=G, per_device_train_batch_size=per_device, max_steps=1,
+        save_strategy="no", seed=0, reward_weights=[1.0, 0.5],
     )
     trainer = GSM8KGRPOTrainer(model=model_dir, reward_funcs=[reward_a, reward_b], args=args, train_dataset=ds)
+    assert trainer.accelerator.native_amp == bf16, "bf16 asked, but no autocast"
     records, original = [], trainer._generate_and_score_completions
 
     def observed(inputs):
@@ -351,7 +353,9 @@ def test_two_processes_match_single_process(tiny_model_dir, tmp_path):
     subprocess.run([sys.executable, str(script), tiny_model_dir, str(tmp_path), "12"], env=env, check=True,
                    capture_output=True, timeout=300)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    result = subprocess.run(torchrun + [str(script), tiny_model_dir, str(tmp_path), "6"], env=env,
+    # The two processes in bf16 (autocast, as the GPU recipes run), the single process in fp32: the advantages
+    # depend on neither.
+    result = subprocess.run(torchrun + [str(script), tiny_model_dir, str(tmp_path), "6", "bf16"], env=env,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
 

@@ -19,8 +19,8 @@ def _grouped(rewards: torch.Tensor, num_generations: int) -> torch.Tensor:
             f"len(rewards) ({rewards.numel()}) is not divisible by num_generations ({num_generations}): "
             "rewards must hold whole groups of num_generations consecutive completions per prompt."
         )
-    if not rewards.is_floating_point():
-        rewards = rewards.float()
+    if not rewards.is_floating_point() or rewards.dtype in (torch.bfloat16, torch.float16):
+        rewards = rewards.float()  # in bf16, (r - mean) / std would be 2^-8 off: standardise in fp32
     return rewards.view(-1, num_generations)
 
 
@@ -46,7 +46,8 @@ def group_advantages(rewards: torch.Tensor, num_generations: int, eps: float = 1
         eps: added to the std in the denominator.
 
     Returns:
-        Advantages, same length as ``rewards``. A NaN reward (every reward function returned None) is left
+        Advantages, same length as ``rewards``, in float32 (float64 for float64 rewards; bf16 and fp16 rewards are
+        standardised in float32). A NaN reward (every reward function returned None) is left
         out of its group's mean and std and gets advantage 0; a group whose rewards are all equal gets 0.
 
     >>> nan = float("nan")

@@ -13,6 +13,7 @@ from typing import Any
 
 from .errors import LaunchError  # raised here; still importable from here
 from .models import is_missing_local_path
+from .precision import check_precision  # the precision rule lives below the recipe reader; still importable from here
 
 
 def check_distributed_environment(gradient_accumulation_steps: int, cuda_available: bool | None = None) -> None:
@@ -52,19 +53,6 @@ def check_distributed_environment(gradient_accumulation_steps: int, cuda_availab
                 "DeepSpeed would stop with a batch-size assertion. Remove it from the accelerate/DeepSpeed file "
                 "(or set it to \"auto\") so the recipe decides."
             )
-
-
-def check_precision(bf16: bool, fp16: bool, use_cpu: bool, cuda_available: bool | None = None) -> None:
-    if cuda_available is None:
-        import torch
-
-        cuda_available = torch.cuda.is_available()
-    if (bf16 or fp16) and (use_cpu or not cuda_available):
-        flag = "bf16" if bf16 else "fp16"
-        raise LaunchError(
-            f"{flag}: true needs a GPU, and this run is on the CPU. Set `{flag}: false` in the recipe "
-            f"(or pass `--{flag} false`); the CPU demo recipe smollm2-135m_cpu_demo.yaml already does."
-        )
 
 
 def check_model_config(model_path: str, trust_remote_code: bool = False):

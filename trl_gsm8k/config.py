@@ -14,6 +14,7 @@ from trl import GRPOConfig
 
 from .data import BUNDLED
 from .errors import LaunchError
+from .precision import AUTO, parse_bf16, resolve_bf16
 
 ADVANTAGE_ESTIMATORS = ("group_std", "trl")
 CORRECTNESS_REWARD_NAME = "correctness_reward"
@@ -25,6 +26,26 @@ class GSM8KGRPOConfig(GRPOConfig):
 
     All fields work from a YAML recipe through `trl.TrlParser`.
     """
+
+    # TRL's field, widened to take `auto`: resolved in __post_init__ to a bool (trl_gsm8k.precision), so everything
+    # downstream (transformers, accelerate, DeepSpeed's "auto") sees True or False.
+    bf16: str | None = field(  # a bool once resolved
+        default=None,
+        metadata={
+            "help": "Mixed precision as the GPU recipes use it: bf16 compute, fp32 master weights and optimizer "
+            "state. true: bf16 on a GPU, or on a CPU that computes bf16 natively (AMX-BF16, AVX512-BF16; refused "
+            "with the fix where it would be emulated). auto: bf16 where native, fp32 elsewhere, said in one line. "
+            "false: fp32. Not set: TRL's default, true unless fp16.",
+            "nargs": "?", "const": "true",
+        },
+    )
+    allow_emulated_bf16: bool = field(
+        default=False,
+        metadata={
+            "help": "Run bf16 on a CPU without native bf16 (emulated: slower than fp32, numerically the same mixed "
+            "precision). For tests of the GPU recipes' precision path on any CPU."
+        },
+    )
 
     advantage_estimator: str = field(
         default="group_std",
@@ -96,6 +117,9 @@ class GSM8KGRPOConfig(GRPOConfig):
             raise ValueError(f"advantage_eps must be >= 0, got {self.advantage_eps}.")
         if not self.kl_old_coef >= 0:
             raise ValueError(f"kl_old_coef must be >= 0, got {self.kl_old_coef}.")
+        # Before TrainingArguments' own checks: bf16 on the CPU needs use_cpu there, and `auto` must be a bool.
+        self.bf16, self.use_cpu, self.precision_note = resolve_bf16(
+            self.bf16, self.fp16, self.use_cpu, allow_emulated=self.allow_emulated_bf16)
         # GRPOConfig resolves steps_per_generation and checks that the generation batch holds whole groups;
         # its message names generation_batch_size, which users rarely set, so say where the number comes from.
         try:
@@ -231,7 +255,8 @@ def read_recipe(recipe: str, overrides: Sequence[str] = ()) -> Recipe:
             raise ValueError(f"Unknown arguments from config file: {unknown}.")
         asked, _ = parser.parse_known_args(list(overrides))  # recipe values as defaults, overrides on top
         fp16 = bool(asked.fp16)
-        mixed = fp16 or (not fp16 if asked.bf16 is None else bool(asked.bf16))
+        bf16 = parse_bf16(asked.bf16)  # `auto` plans as bf16: what it is on a GPU with bf16
+        mixed = fp16 or (not fp16 if bf16 is None else bf16 == AUTO or bool(bf16))
         script_args, training_args, model_args = parser.parse_args_into_dataclasses(
             args=[*overrides, "--bf16", "false", "--fp16", "false"])
     return Recipe(script_args, training_args, model_args, mixed)
@@ -252,7 +277,9 @@ def _recipe_errors() -> Iterator[None]:
     except ValueError as exc:
         message = str(exc)
         if "bf16/gpu" in message:
-            message = "bf16: true needs a GPU, and none is available. Set `bf16: false` in the recipe (or pass --bf16 false)."
+            message = ("bf16: true needs a GPU with bf16 (NVIDIA Ampere or newer) or a CPU that computes it natively. "
+                       "Set `bf16: auto` (fp32 where bf16 is not native) or `bf16: false` in the recipe (or pass "
+                       "--bf16 auto).")
         elif "Unknown arguments from config file" in message:
             message += " (check the key's spelling: recipe keys are fields of GSM8KScriptArguments, " \
                        "GSM8KGRPOConfig or trl.ModelConfig)"

@@ -1,11 +1,16 @@
 """Will a recipe fit? Peak GPU memory per device and host (CPU) memory per machine, from the model's config alone.
 
-    python -m trl_gsm8k.memory --config recipes/<recipe>.yaml --gpu-gb 8 [--cpu-gb 32] [--num-processes N]
+    python -m trl_gsm8k.memory --config recipes/<recipe>.yaml [--gpu-gb 8] [--cpu-gb 32] [--num-processes N]
         [--accelerate-config accelerate_configs/zero2_offload.yaml] [--model-config DIR] [--prompt-tokens 200]
         [--reduce-bucket-size 5e8] [--any_recipe_field value ...]
 
+A GPU plan needs --gpu-gb. A recipe with `use_cpu: true`, or any recipe planned without --gpu-gb on a machine without
+CUDA, gets a CPU plan instead: the run's tensors all live in host memory, so every term, the "device" ones
+(activations, logits, KV cache) included, is counted once in one host figure, judged against --cpu-gb (default: this
+machine's MemAvailable).
+
 Prints each term in GB (2^30 bytes, as torch and nvidia-smi count) on the GPU and in host memory, and a one-line
-verdict that judges both (--cpu-gb defaults to this machine's total RAM), names the one that does not fit and the
+verdict that judges both (--cpu-gb defaults to this machine's total RAM; MemAvailable for a CPU plan), names the one that does not fit and the
 single change that saves most. `estimate()` is the pure function behind it. The GPU peak is modelled as
 
     weights + LoRA + optimizer (GPU part) + DeepSpeed buffers
@@ -20,8 +25,13 @@ Host memory per process: the runtime (Python, torch, CUDA's host side), one host
 checkpoint before they move to the GPU; serialised again when the model is saved) and, with DeepSpeed's optimizer
 offload, the pinned buffers of deepspeed/runtime/zero/stage_1_and_2.py (fp32 master partition, fp32 gradient
 partition, a 16-bit staging copy of the partition, a 16-bit per-parameter accumulation buffer when
-gradient_accumulation_steps > 1) plus DeepSpeedCPUAdam's fp32 m and v. Processes on one machine share its RAM.
-Measured against real steps: benchmarks/memory.md.
+gradient_accumulation_steps > 1) plus DeepSpeedCPUAdam's fp32 m and v. Processes on one machine share its RAM
+with one launcher (`accelerate launch`'s own process). A CPU plan's host memory per process is all of that but the
+CUDA parts and the weights' second copy, plus the device peak:
+
+    launcher + processes x (host terms + weights + LoRA + optimizer + DeepSpeed buffers + max(generation, training))
+
+Measured against real steps, and the CPU plan against `make demo`: benchmarks/memory.md.
 """
 
 from __future__ import annotations
@@ -49,6 +59,10 @@ DEFAULT_PROMPT_TOKENS = 200
 # cuBLAS/cuDNN images) adds 1.1-1.7 GB in public reports (pytorch/pytorch#106511, #113326): 1.5 assumed, unmeasured.
 HOST_RUNTIME_GIB = 0.5
 CUDA_HOST_GIB = 1.5
+# The launching process, once per machine: `accelerate launch` (which, for DeepSpeed, runs torch.distributed.run's
+# elastic agent in-process) stays resident beside the workers with torch and accelerate imported. Measured 0.27 GB
+# RSS under `make demo`'s command on a CPU (benchmarks/memory.md); on a GPU machine assumed the same.
+LAUNCHER_GIB = 0.27
 DS_REDUCE_BUCKET_SIZE = 5e8  # DeepSpeed's default when the JSON does not set zero_optimization.reduce_bucket_size
 DS3_PREFETCH_BUCKET_SIZE = 5e7
 TRL_TOKEN_TILE, TRL_VOCAB_TILE = 4096, 32768  # trl.kernels.chunked_logprob / trl.trainer.utils (trl 1.16)
@@ -188,7 +202,9 @@ def _training(gradients: float, activations: float, logits: float, accumulation:
 @dataclass(frozen=True)
 class MemoryEstimate:
     """GB (2^30 bytes) on each GPU per term; `cpu` holds the host memory of one process by term (the same names;
-    `overhead` is the runtime); `processes_per_machine` of them share `cpu_gb`."""
+    `overhead` is the runtime); `processes_per_machine` of them and the `launcher` share `cpu_gb`. With
+    `device="cpu"` (a CPU plan) the per-term fields are the model's own tensors, which live in host memory there:
+    the host figure counts them as well, each once."""
 
     weights: float
     lora: float
@@ -206,6 +222,8 @@ class MemoryEstimate:
     gradient_accumulation: int = 8
     cpu_gb: float = math.inf
     processes_per_machine: int = 1
+    launcher: float = 0.0  # host memory of the launching process, once per machine
+    device: str = "cuda"
 
     @property
     def training(self) -> float:
@@ -213,16 +231,32 @@ class MemoryEstimate:
 
     @property
     def host_per_process(self) -> float:
-        return sum(self.cpu.values())
+        """Host memory of one training process: its host terms and, on a CPU, its device peak too."""
+        return sum(self.cpu.values()) + (self.peak if self.device == "cpu" else 0.0)
 
     @property
     def host_peak(self) -> float:
-        """Host memory of all this run's processes on one machine."""
-        return self.processes_per_machine * self.host_per_process
+        """Host memory of all this run's processes on one machine, and of their launcher."""
+        return self.processes_per_machine * self.host_per_process + self.launcher
+
+    def host_rows(self) -> list[tuple[str, float, str, str]]:
+        """Host memory of one process as (term, GB, phase, what), each term's parts once, in TERMS order. A GPU plan
+        lists the host parts; a CPU plan also lists the device part of every term above 0 (in RAM there), beside a
+        host part when the term has both (DeepSpeed's offload copies). On a CPU `host_per_process` is the rows of
+        phase "always" plus max(generation, training) of the others, training combined as in `training`."""
+        rows = []
+        for term in TERMS:
+            device_part, host_part = getattr(self, term), self.cpu.get(term)
+            if self.device == "cpu" and device_part > 0:
+                rows.append((term, device_part, PHASE.get(term, "always"), self.notes.get(term, "")))
+            if host_part is not None:
+                label = f"{term} (offloaded)" if self.device == "cpu" and device_part > 0 else term
+                rows.append((label, host_part, "always", self.notes.get(f"cpu:{term}", "")))
+        return rows
 
     @property
     def fits_gpu(self) -> bool:
-        return self.peak <= self.gpu_gb
+        return self.device == "cpu" or self.peak <= self.gpu_gb
 
     @property
     def fits_host(self) -> bool:
@@ -241,9 +275,10 @@ class MemoryEstimate:
 def estimate(shape: ModelShape, run: RunSettings, zero: ZeroSetup = ZeroSetup(), gpu_gb: float = 8.0,
              num_processes: int = 1, device: str = "cuda", cpu_gb: float = math.inf,
              processes_per_machine: int | None = None) -> MemoryEstimate:
-    """Peak memory per device of one GRPO run, and its host memory. `device="cpu"` drops the CUDA terms (context,
-    fragmentation, the host copy of weights that stay on the CPU) and models TRL's CPU log-prob path, for comparison
-    with a measured CPU step. `processes_per_machine` (default: all `num_processes`) share `cpu_gb`.
+    """Peak memory per device of one GRPO run, and its host memory. `device="cpu"` is a CPU plan: it drops the CUDA
+    terms (context, fragmentation, CUDA's host side, a host copy of weights that already are in RAM), models TRL's
+    CPU log-prob path, and counts the device peak in host memory (`host_per_process`); `gpu_gb` does not apply.
+    `processes_per_machine` (default: all `num_processes`) and one launcher share `cpu_gb`.
 
     >>> s = ModelShape(hidden=64, layers=2, heads=4, kv_heads=2, head_dim=16, intermediate=128, vocab=1000, tied=True)
     >>> e = estimate(s, RunSettings(), gpu_gb=1.0)
@@ -279,6 +314,7 @@ def estimate(shape: ModelShape, run: RunSettings, zero: ZeroSetup = ZeroSetup(),
         cpu={name: term.cpu / GIB for name, term in terms.items() if term.cpu is not None}, notes=notes,
         gradient_accumulation=run.gradient_accumulation, cpu_gb=cpu_gb,
         processes_per_machine=n if processes_per_machine is None else processes_per_machine,
+        launcher=_launcher() / GIB, device=device,
     )
 
 
@@ -519,13 +555,20 @@ def _overhead(allocated: float, device: str) -> _Term:
                  f"CUDA context {CUDA_CONTEXT_GIB} GB + {FRAGMENTATION:.0%} allocator fragmentation", cpu_note)
 
 
+def _launcher() -> float:
+    """Host memory of the process that launches the run, once per machine (LAUNCHER_GIB, measured on a CPU): the
+    planner plans `accelerate launch`, whose process stays resident while its workers run."""
+    return LAUNCHER_GIB * GIB
+
+
 # --- the verdict ---
 
 def advise(shape: ModelShape, run: RunSettings, zero: ZeroSetup, gpu_gb: float, num_processes: int = 1,
            device: str = "cuda", cpu_gb: float = math.inf,
            processes_per_machine: int | None = None) -> tuple[str, MemoryEstimate] | None:
     """The single change that saves most, preferring changes after which the run fits on the GPU and in host
-    memory; None when it fits."""
+    memory; None when it fits. A CPU plan (`device="cpu"`) is offered only what saves RAM on a CPU: no 4-bit base,
+    no offload, no more GPUs; instead, without DeepSpeed, whose offload copies the optimizer into the RAM it is in."""
     machines = 1 if processes_per_machine is None else -(-num_processes // processes_per_machine)
 
     def plan(r: RunSettings, z: ZeroSetup, processes: int = num_processes) -> MemoryEstimate:
@@ -535,18 +578,20 @@ def advise(shape: ModelShape, run: RunSettings, zero: ZeroSetup, gpu_gb: float, 
     if base.fits:
         return None
     candidates: list[tuple[str, RunSettings, ZeroSetup, int]] = []
-    n = num_processes
+    n, cuda = num_processes, device == "cuda"
     if not run.activation_checkpointing:
         candidates.append(("enable activation_checkpointing", replace(run, activation_checkpointing=True), zero, n))
     if not run.use_peft:
         candidates.append(("use LoRA (use_peft: true, lora_r: 16 on q/k/v/o)", replace(run, use_peft=True), zero, n))
-    elif not run.load_in_4bit:
+    elif not run.load_in_4bit and cuda:
         candidates.append(("use load_in_4bit (QLoRA; one GPU without DeepSpeed: accelerate_configs/single.yaml)",
                            replace(run, load_in_4bit=True, nested_quant=True), ZeroSetup(), n))
-    if base.optimizer > 0.05:
+    if base.optimizer > 0.05 and cuda:
         candidates.append(("offload the optimizer to CPU (accelerate_configs/zero2_offload.yaml)", run,
                            ZeroSetup(stage=2, offload_optimizer=True, overlap_comm=True), n))
-    if zero.offload_optimizer and not base.fits_host:
+    if zero.stage > 0 and not cuda:
+        candidates.append(("launch without DeepSpeed (accelerate_configs/single.yaml)", run, ZeroSetup(), n))
+    if zero.offload_optimizer and not base.fits_host and cuda:
         # the optimizer back on the GPUs, sharded by ZeRO-3 (accelerate_configs/zero3.yaml: DeepSpeed's default
         # buckets) across the fewest GPUs that hold it
         stage3 = ZeroSetup(stage=3, overlap_comm=True)
@@ -582,10 +627,15 @@ def advise(shape: ModelShape, run: RunSettings, zero: ZeroSetup, gpu_gb: float, 
 
 def _budgets(est: MemoryEstimate) -> str:
     host = f"host about {est.host_peak:.1f} GB" + ("" if math.isinf(est.cpu_gb) else f" of {est.cpu_gb:g}")
+    if est.device == "cpu":
+        return host
     return f"GPU about {est.peak:.1f} GB of {est.gpu_gb:g} per device, {host}"
 
 
 def verdict(est: MemoryEstimate, advice: tuple[str, MemoryEstimate] | None) -> str:
+    if est.fits and est.device == "cpu":
+        spare = "" if math.isinf(est.cpu_gb) else f" ({est.cpu_gb - est.host_peak:.1f} GB spare)"
+        return f"verdict: fits: {_budgets(est)}{spare}."
     if est.fits:
         return f"verdict: fits: {_budgets(est)} ({est.gpu_gb - est.peak:.1f} GB GPU spare)."
     short = []
@@ -604,8 +654,13 @@ def verdict(est: MemoryEstimate, advice: tuple[str, MemoryEstimate] | None) -> s
     return line + f" No single change is enough; the one that saves most: {label} ({_budgets(after)})."
 
 
+TERM_NAMES = {"zero_buffers": "deepspeed buffers", "kv_cache": "kv cache", "logits": "logits (log-probs)"}
+
+
 def format_table(est: MemoryEstimate) -> str:
-    names = {"zero_buffers": "deepspeed buffers", "kv_cache": "kv cache", "logits": "logits (log-probs)"}
+    if est.device == "cpu":
+        return _format_cpu_table(est)
+    names = TERM_NAMES
     rows = [f"{'term':<20}{'GPU GB':>8}{'CPU GB':>8}  {'phase':<11}what"]
     for term in TERMS:
         cpu = est.cpu.get(term)
@@ -617,7 +672,25 @@ def format_table(est: MemoryEstimate) -> str:
                 f"CPU: per process")
     budget = "" if math.isinf(est.cpu_gb) else f" of {est.cpu_gb:g} GB"
     rows.append(f"host memory: {est.processes_per_machine} process(es) on this machine x "
-                f"{est.host_per_process:.2f} GB = {est.host_peak:.2f} GB{budget}")
+                f"{est.host_per_process:.2f} GB + launcher {est.launcher:.2f} GB = {est.host_peak:.2f} GB{budget}")
+    return "\n".join(rows)
+
+
+def _format_cpu_table(est: MemoryEstimate) -> str:
+    """A CPU plan: one column, host memory, every term's parts once (`MemoryEstimate.host_rows`)."""
+    names = {**TERM_NAMES, "overhead": "runtime"}
+    rows = [f"{'term':<32}{'RAM GB':>8}  {'phase':<11}what"]
+    for term, gb, phase, what in est.host_rows():
+        base, _, offloaded = term.partition(" ")
+        name = f"{names.get(base, base)} {offloaded}".strip()
+        rows.append(f"{name:<32}{gb:>8.2f}  {phase:<11}{what}")
+    always = sum(gb for _, gb, phase, _ in est.host_rows() if phase == "always")
+    rows.append(f"{'launcher':<32}{est.launcher:>8.2f}  {'always':<11}accelerate launch's own process, once per "
+                "machine")
+    budget = "" if math.isinf(est.cpu_gb) else f" of {est.cpu_gb:g} GB"
+    rows.append(f"host memory (CPU plan, every term once): {est.processes_per_machine} process(es) x "
+                f"(always {always:.2f} + max(generation {est.kv_cache:.2f}, training {est.training:.2f})) "
+                f"+ launcher {est.launcher:.2f} = {est.host_peak:.2f} GB{budget}")
     return "\n".join(rows)
 
 
@@ -702,6 +775,35 @@ def this_machine_ram_gb() -> float:
     return round(psutil.virtual_memory().total / GIB, 1)
 
 
+def this_machine_available_gb() -> float:
+    """MemAvailable of /proc/meminfo (what `free` shows as available): the RAM a CPU run can take now."""
+    import psutil
+
+    return round(psutil.virtual_memory().available / GIB, 1)
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def plan_device(use_cpu: bool, gpu_gb: float | None, cuda: bool | None = None) -> str:
+    """"cpu" for a CPU plan, "cuda" for a GPU plan: a recipe with use_cpu runs on the CPU; otherwise --gpu-gb asks for a
+    GPU plan, and without it a machine without CUDA plans the run where it would run here, on the CPU."""
+    if use_cpu:
+        if gpu_gb is not None:
+            raise PlannerError("the recipe sets use_cpu: true, so it is planned in host memory and --gpu-gb does not "
+                               "apply: drop --gpu-gb, or add --use_cpu false to plan it on a GPU.")
+        return "cpu"
+    if gpu_gb is not None:
+        return "cuda"
+    if cuda_available() if cuda is None else cuda:
+        raise PlannerError("--gpu-gb is required to plan a GPU run (this machine has CUDA): give the GPU memory per "
+                           "device, or add --use_cpu true to plan the run on the CPU.")
+    return "cpu"
+
+
 def read_accelerate_config(path: str) -> tuple[ZeroSetup, int]:
     """ZeRO stage and offload from an accelerate YAML (and the DeepSpeed JSON it points to), and its num_processes."""
     import yaml
@@ -748,9 +850,28 @@ DTYPE_BYTES = {"float32": 4, "float": 4, "bfloat16": 2, "float16": 2, "half": 2}
 """Bytes per weight of each `dtype` a recipe may name (anything else, `auto` included, is counted as float32)."""
 
 
+NO_CPU_BF16 = " (bf16 asked: this CPU has no native bf16, so `auto` runs in fp32 and `true` is refused at launch)"
+
+
+def cpu_mixed_precision(mixed: bool, allow_emulated: bool = False, native: str | None | bool = False) -> bool:
+    """Whether a run on the CPU computes in bf16 when its recipe asks for mixed precision: where the CPU computes bf16
+    natively (`trl_gsm8k.precision.native_cpu_bf16`; `native` overrides it, False: read from this CPU), or emulated
+    where `allow_emulated_bf16` says so. Elsewhere `bf16: auto` runs in fp32 (and `bf16: true` is refused at launch)."""
+    if not mixed or allow_emulated:
+        return mixed
+    if native is False:
+        from .precision import native_cpu_bf16
+
+        native = native_cpu_bf16()
+    return native is not None
+
+
 def settings_from_args(training_args: Any, model_args: Any, config: Mapping[str, Any], mixed_precision: bool,
-                       prompt_tokens: int = DEFAULT_PROMPT_TOKENS) -> RunSettings:
-    """RunSettings from a parsed recipe (GSM8KGRPOConfig, trl.ModelConfig) and the model's config."""
+                       prompt_tokens: int = DEFAULT_PROMPT_TOKENS, device: str = "cuda") -> RunSettings:
+    """RunSettings from a parsed recipe (GSM8KGRPOConfig, trl.ModelConfig) and the model's config. For a CPU plan
+    (`device="cpu"`) mixed precision is what this CPU computes (`cpu_mixed_precision`)."""
+    if device == "cpu":
+        mixed_precision = cpu_mixed_precision(mixed_precision, bool(getattr(training_args, "allow_emulated_bf16", 0)))
     dtype = model_args.dtype if model_args.dtype not in (None, "auto") else (
         config.get("dtype") or config.get("torch_dtype") or "float32")
     targets = model_args.lora_target_modules or ["q_proj", "k_proj", "v_proj", "o_proj"]
@@ -814,10 +935,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "downloading weights.",
         epilog="Other --flags override recipe fields, as with trl_gsm8k.train.")
     parser.add_argument("--config", required=True, help="recipe YAML")
-    parser.add_argument("--gpu-gb", required=True, type=_positive_number,
-                        help="GPU memory per device, GB (2^30 bytes)")
+    parser.add_argument("--gpu-gb", type=_positive_number,
+                        help="GPU memory per device, GB (2^30 bytes); required for a GPU plan. Without it on a machine "
+                             "without CUDA, and for a recipe with use_cpu: true, the run is planned on the CPU")
     parser.add_argument("--cpu-gb", type=_positive_number,
-                        help="host memory (RAM) per machine, GB (default: this machine's total)")
+                        help="host memory (RAM) per machine, GB (default: this machine's total; for a CPU plan its "
+                             "MemAvailable)")
     parser.add_argument("--num-processes", type=_positive_whole_number,
                         help="processes (GPUs); default: the accelerate config's")
     parser.add_argument("--accelerate-config", default="accelerate_configs/zero2_offload.yaml")
@@ -829,7 +952,6 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help=f"longest prompt of a generation batch, tokens (default {DEFAULT_PROMPT_TOKENS})")
     try:
         args, overrides = parser.parse_known_args(argv)
-        cpu_gb = this_machine_ram_gb() if args.cpu_gb is None else args.cpu_gb
         zero, processes = read_accelerate_config(args.accelerate_config)
         if args.reduce_bucket_size is not None:
             zero = replace(zero, reduce_bucket_size=args.reduce_bucket_size)
@@ -847,14 +969,24 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise PlannerError(str(exc)) from None
         if not model_args.model_name_or_path:
             raise PlannerError("the recipe sets no model_name_or_path.")
+        device = plan_device(bool(training_args.use_cpu), args.gpu_gb)
+        gpu_gb = math.inf if device == "cpu" else args.gpu_gb
+        if args.cpu_gb is not None:
+            cpu_gb, against = args.cpu_gb, ""
+        elif device == "cpu":
+            cpu_gb = this_machine_available_gb()
+            against = (f" (MemAvailable of this machine now, /proc/meminfo, of {this_machine_ram_gb():g} GB total RAM; "
+                       "--cpu-gb to plan for another)")
+        else:
+            cpu_gb, against = this_machine_ram_gb(), " (this machine's RAM; --cpu-gb to plan for another)"
         config, source = load_model_config(model_args.model_name_or_path, args.model_config)
         shape = ModelShape.from_config(config, where=f"the config of {model_args.model_name_or_path} ({source})")
-        run = settings_from_args(training_args, model_args, config, mixed, args.prompt_tokens)
+        run = settings_from_args(training_args, model_args, config, mixed, args.prompt_tokens, device)
         if run.load_in_4bit and zero.stage > 0:
             raise PlannerError(f"{args.config} loads 4-bit weights, which DeepSpeed ZeRO cannot shard: use "
                                "--accelerate-config accelerate_configs/single.yaml (or ddp.yaml).")
-        est = estimate(shape, run, zero, args.gpu_gb, processes, cpu_gb=cpu_gb, processes_per_machine=per_machine)
-        advice = advise(shape, run, zero, args.gpu_gb, processes, cpu_gb=cpu_gb, processes_per_machine=per_machine)
+        est = estimate(shape, run, zero, gpu_gb, processes, device, cpu_gb, per_machine)
+        advice = advise(shape, run, zero, gpu_gb, processes, device, cpu_gb, per_machine)
     except PlannerError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -862,10 +994,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         else ", full fine-tune"
     print(f"{args.config}: {model_args.model_name_or_path} (config: {source}), {shape.params / 1e9:.2f} B params"
           f"{trainable}\n{processes} process(es), {args.accelerate_config}: {zero.describe()}; "
-          f"{'bf16/fp16' if mixed else 'fp32'}; prompt {run.prompt_tokens} + completion {run.completion_tokens} "
-          f"tokens, micro-batch {run.micro_batch}, generation batch {run.generation_batch}\n"
-          f"budgets: {args.gpu_gb:g} GB per GPU, {cpu_gb:g} GB of host memory per machine"
-          f"{' (this machine' + chr(39) + 's RAM; --cpu-gb to plan for another)' if args.cpu_gb is None else ''}\n")
+          f"{'bf16/fp16' if run.mixed_precision else 'fp32'}"
+          f"{NO_CPU_BF16 if mixed > run.mixed_precision else ''}"
+          f"; prompt {run.prompt_tokens} + completion {run.completion_tokens} "
+          f"tokens, micro-batch {run.micro_batch}, generation batch {run.generation_batch}")
+    if device == "cpu":
+        why = "the recipe sets use_cpu" if training_args.use_cpu else "no --gpu-gb and this machine has no CUDA"
+        print(f"CPU plan ({why}): weights, gradients, optimizer, activations, logits and KV cache all live in host "
+              f"memory, each counted once\nbudget: {cpu_gb:g} GB of host memory per machine{against}\n")
+    else:
+        print(f"budgets: {args.gpu_gb:g} GB per GPU, {cpu_gb:g} GB of host memory per machine{against}\n")
     print(format_table(est))
     if getattr(training_args, "use_vllm", False):
         print("note: use_vllm is on; vLLM's own memory (vllm_gpu_memory_utilization) is not modelled.")

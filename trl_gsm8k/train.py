@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import os
 import signal
@@ -57,7 +58,11 @@ def build_trainer(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOCon
 
     # --- checks that need no weights ---
     check_distributed_environment(training_args.gradient_accumulation_steps)
-    check_precision(training_args.bf16, training_args.fp16, training_args.use_cpu)
+    check_precision(training_args.bf16, training_args.fp16, training_args.use_cpu,
+                    allow_emulated=training_args.allow_emulated_bf16)
+    note = getattr(training_args, "precision_note", None)  # set by GSM8KGRPOConfig when it chose or emulates bf16
+    if note and training_args.process_index == 0:
+        print(note, file=sys.stderr, flush=True)
     try:
         reward_funcs = get_reward_funcs(script_args.reward_funcs)
     except ValueError as exc:
@@ -103,17 +108,47 @@ def build_trainer(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOCon
     return trainer
 
 
-def main(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOConfig, model_args) -> str:
-    """Train; returns the output directory."""
+def resolve_resume(value: str | bool | None, output_dir: str) -> str | None:
+    """The checkpoint ``--resume_from_checkpoint`` names: a directory, or ``latest`` (``true``, ``last``) for the
+    newest ``checkpoint-N`` in ``output_dir``. Raises :class:`LaunchError` when there is none to resume from: a run
+    asked to resume never starts from scratch without saying so.
+
+    >>> resolve_resume(None, "outputs/run") is None
+    True
+    """
+    if value in (None, False, "") or isinstance(value, str) and value.lower() in ("false", "none"):
+        return None
     from transformers.trainer_utils import get_last_checkpoint
 
+    if value is True or value.lower() in ("true", "latest", "last"):
+        found = get_last_checkpoint(output_dir) if os.path.isdir(output_dir) else None
+        if found is None:
+            raise LaunchError(f"--resume_from_checkpoint {value}: {output_dir} holds no checkpoint-N directory to "
+                              "resume from; drop the flag to start from scratch, or name a checkpoint directory.")
+        return found
+    if not os.path.isfile(os.path.join(value, "trainer_state.json")):
+        raise LaunchError(f"--resume_from_checkpoint {value}: not a checkpoint directory (no trainer_state.json in it).")
+    return value
+
+
+def _checkpoint_step(checkpoint: str) -> int | None:
+    try:
+        with open(os.path.join(checkpoint, "trainer_state.json"), encoding="utf-8") as f:
+            return int(json.load(f)["global_step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def main(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOConfig, model_args) -> str:
+    """Train; returns the output directory."""
+    resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)  # before any weights load
     trainer = build_trainer(script_args, training_args, model_args)
     doctor = Doctor(trainer) if script_args.doctor else None
     if doctor is not None:
         trainer.add_callback(doctor)
-    resume = training_args.resume_from_checkpoint
-    if isinstance(resume, str) and resume.lower() in ("true", "latest", "last"):
-        resume = get_last_checkpoint(training_args.output_dir) or None
+    if resume and training_args.process_index == 0:
+        of = f" of {training_args.max_steps}" if training_args.max_steps > 0 else ""
+        print(f"Resuming from {resume} (step {_checkpoint_step(resume)}{of}).", file=sys.stderr, flush=True)
     stop = StopOnInterrupt(trainer, resumed_from=resume)
     trainer.add_callback(stop)
     with stop.installed():
@@ -405,10 +440,34 @@ def _write_run_info(trainer, output_dir: str, doctor: Doctor | None = None) -> N
         info["zero_cpu_offload"] = bool(engine.zero_cpu_offload())
         info["optimizer"] = type(engine.optimizer.optimizer if hasattr(engine.optimizer, "optimizer")
                                  else engine.optimizer).__name__
+    info["precision"] = _precision_info(trainer)
     if doctor is not None:
         info["diagnoses"] = doctor.diagnoses
     with open(os.path.join(output_dir, "run_info.json"), "w") as f:
         json.dump(info, f, indent=2)
+
+
+def _precision_info(trainer) -> dict:
+    """The precision the run really computed in: the recipe's bf16, how it was applied (DeepSpeed's bf16 engine or
+    Accelerate's autocast), the dtype of the module's trainable weights and of the weights the optimizer updates."""
+    from .precision import cpu_name, native_cpu_bf16
+
+    engine, args = trainer.model_wrapped, trainer.args
+    trainable = [p for p in trainer.model.parameters() if p.requires_grad]
+    info = {"bf16": bool(args.bf16), "fp16": bool(args.fp16),
+            "module_dtype": str(trainable[0].dtype).replace("torch.", "") if trainable else None}
+    if hasattr(engine, "bfloat16_enabled"):  # DeepSpeed: its optimizer keeps fp32 partitions of the weights
+        info["applied_by"] = "deepspeed" if engine.bfloat16_enabled() or engine.fp16_enabled() else None
+        groups = getattr(engine.optimizer, "single_partition_of_fp32_groups", None)
+        master = groups[0].dtype if groups else None
+    else:
+        info["applied_by"] = "autocast" if trainer.accelerator.native_amp else None
+        master = trainable[0].dtype if trainable else None  # torch's optimizer updates the module's weights
+    info["master_weights_dtype"] = str(master).replace("torch.", "") if master is not None else None
+    if trainer.args.device.type == "cpu":
+        info["cpu"] = cpu_name()
+        info["cpu_native_bf16"] = native_cpu_bf16()
+    return info
 
 
 def _write_curves(output_dir: str) -> None:
