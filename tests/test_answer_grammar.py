@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import json
-from fractions import Fraction
 
 import pytest
 from hypothesis import Phase, assume, given, settings

@@ -452,9 +452,12 @@ def test_an_interrupt_between_request_and_reply_does_not_shift_later_replies():
     """A KeyboardInterrupt while the child works on an input (a notebook's stop button) must not leave that reply in
     the pipe, where it would answer the next input: the child is dropped and the next inputs are judged right."""
     import _thread
+    import signal
 
     assert answers._worker.start()
     kills = answers._worker.kills
+    # Python's own SIGINT handler, whatever an earlier test installed: interrupt_main() runs the handler in place.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     timer = threading.Timer(0.5, _thread.interrupt_main)  # raises KeyboardInterrupt in this (the main) thread
     timer.start()
     try:
@@ -462,6 +465,7 @@ def test_an_interrupt_between_request_and_reply_does_not_shift_later_replies():
             answers_match(r"So: \boxed{" + slow_latex(0) + "}", "18")
     finally:
         timer.cancel()
+        signal.signal(signal.SIGINT, previous)
     assert answers._worker.kills == kills + 1
     # Each verdict differs from the one before it: a reply shifted by one input would get at least one wrong.
     assert answers_match(r"\boxed{2 \times 8}", "18") is False

@@ -359,7 +359,7 @@ class ShapedReward:
                  solution: Sequence[Any] | None = None, log_metric: Callable[[str, float], None] | None = None,
                  **kwargs) -> list[float | None]:
         w_c, w_f, w_l = self.weights
-        correct = self.correctness(completions, answer, solution, log_metric=log_metric)
+        correct = self.correctness(completions, answer, solution=solution, log_metric=log_metric)
         parts = zip(correct, format_reward(completions), self.length(completions))
         return [None if c is None else w_c * c + w_f * f + w_l * n for c, f, n in parts]
 
