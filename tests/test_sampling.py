@@ -301,6 +301,9 @@ DIST_SCRIPT = textwrap.dedent(
                for rounds, out in merged]
     with open(os.path.join(out_dir, f"batches_{trainer.accelerator.num_processes}_{rank}.json"), "w") as f:
         json.dump({"batches": batches, "log": trainer.state.log_history}, f)
+    # Destroy the process group before exit, as accelerate asks: left to interpreter shutdown, gloo's threads
+    # sometimes abort the process ("terminate called without an active exception") after all the work is done.
+    trainer.accelerator.end_training()
     """
 )
 

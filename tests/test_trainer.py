@@ -322,6 +322,9 @@ DIST_SCRIPT = textwrap.dedent(
     trainer.train()
     with open(os.path.join(out_dir, f"advantages_{trainer.accelerator.num_processes}_{rank}.json"), "w") as f:
         json.dump(records, f)
+    # Destroy the process group before exit, as accelerate asks: left to interpreter shutdown, gloo's threads
+    # sometimes abort the process ("terminate called without an active exception") after all the work is done.
+    trainer.accelerator.end_training()
     """
 )
 
