@@ -69,6 +69,7 @@ def test_design_card_command_runs_zero2_with_cpu_offload(runs):
     assert [h["step"] for h in log_history(runs["zero2"])] == [1, 2]
     assert (runs["zero2"] / "model.safetensors").is_file()
     assert "Done. Outputs in" in runs["ds_log"]
+    assert "  run_info.json " in runs["ds_log"]  # the closing list names every file the README promises
 
 
 @pytest.mark.parametrize("checkpoint", ["checkpoint-1", "."])

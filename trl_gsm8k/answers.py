@@ -710,7 +710,7 @@ def _read_chain(tokens: list[_Token], i: int, value: Fraction) -> _Reading:
     if result is None or any(tokens[k].text in _CHAIN_OPS - {"="} for k in range(result + 1, j)):
         return _EXPRESSION
     negative = tokens[result - 1].text == "-" or tokens[result - 1].text in _SIGN_WORDS
-    return _read_after(tokens[:result] + tokens[result:], result, negative)
+    return _read_after(tokens, result, negative)
 
 
 # --- declarations -----------------------------------------------------------------------------------------------------

@@ -490,6 +490,9 @@ def _summary(output_dir: str, use_peft: bool, doctor: Doctor | None = None) -> s
         "  trainer_state.json   metrics of every logging step (reward, accuracy, advantage, entropy, ...)",
         "  train_results.json   run totals (runtime, steps/s)",
     ]
+    if os.path.isfile(os.path.join(output_dir, "run_info.json")):
+        lines.append("  run_info.json        how the run was launched (processes, DeepSpeed stage, offload, precision)"
+                     " and the doctor's diagnoses")
     if os.path.isfile(os.path.join(output_dir, "training_curves.png")):
         lines.append("  training_curves.png  reward, accuracy and other curves over steps")
     lines.append(f"Evaluate it: python -m trl_gsm8k.evaluate --model {output_dir} --limit 200")
