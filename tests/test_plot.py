@@ -160,7 +160,7 @@ def _demo_history(steps: int = 12, first: int = 1) -> list[dict]:
         fmt = FORMAT[n % len(FORMAT)]
         clipped = 0.75 - 0.04 * n
         history.append({
-            "accuracy": 0.0, "advantage/mean": (-7.450580596923828e-09, 2.2351741790771484e-08)[n % 2],
+            "accuracy": 0.0, "declare_rate": 0.5 + 0.03 * n, "advantage/mean": (-7.450580596923828e-09, 2.2351741790771484e-08)[n % 2],
             "advantage/std": (0.9999999403953552, 0.9999998807907104)[n % 2],
             "clip_ratio/high_max": 0.0, "clip_ratio/high_mean": 0.0, "clip_ratio/low_mean": 0.0,
             "clip_ratio/low_min": 0.0, "clip_ratio/region_mean": 0.0, "completions/clipped_ratio": clipped,
@@ -198,8 +198,8 @@ def _flat(fig) -> dict[str, str]:
 def test_panels_for_reward_terms_and_truncation_flat_metrics_named_not_drawn():
     fig = training_figure(_demo_history(), "demo")
     assert _titles(fig) == [
-        "Reward (mean ± std)", "Reward term format_reward (mean ± std)", "Truncated (cut at max_completion_length)",
-        "Completion length", "Entropy",
+        "Reward (mean ± std)", "Reward term format_reward (mean ± std)", "Declared an answer (right or wrong)",
+        "Truncated (cut at max_completion_length)", "Completion length", "Entropy",
     ]
     assert _flat_line(fig).startswith("flat over 12 logged steps (no panel): ")
     assert _flat(fig) == {"rewards/correctness_reward/mean": "0.000", "accuracy": "0.000", "advantage/std": "1.000",
@@ -307,3 +307,14 @@ def test_compare_warns_when_the_evaluations_differ(tmp_path, caplog, changes, ex
         assert main(["--compare", before, after, "-o", str(tmp_path / "cmp.png")]) == 0
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == bool(expected) and all(d in "".join(warnings) for d in expected)
+
+
+def test_step_time_panel_shows_the_generation_share_from_zero():
+    history = _demo_history(4)
+    for n, entry in enumerate(h for h in history if "loss" in h):
+        entry.update({"timing/step_seconds": 38.0 + n, "timing/generation_seconds": 14.0 + n % 2})
+    fig = training_figure(history, "demo")
+    ax = fig.axes[_titles(fig).index("Time per step (of it, generating)")]
+    assert [line.get_label() for line in ax.get_lines()] == ["timing/step_seconds", "timing/generation_seconds"]
+    assert ax.get_ylim()[0] == 0  # 14 s of 38 reads as the share it is
+    plt.close(fig)

@@ -59,13 +59,17 @@ def test_correctness_logs_accuracy_over_graded_completions():
     completions = [GOOD, "#### 17", GOOD, "9 * 2 = 18"]
     out = correctness_reward(completions, answer=["18", "18", "#### eighteen", "18"], log_metric=log_metric)
     assert out == [1.0, 0.0, None, 0.0]
-    assert logged == [("accuracy", 1.0), ("accuracy", 0.0), ("accuracy", 0.0)]  # TRL averages: 1 of 3 graded
+    accuracy = [m for m in logged if m[0] == "accuracy"]
+    assert accuracy == [("accuracy", 1.0), ("accuracy", 0.0), ("accuracy", 0.0)]  # TRL averages: 1 of 3 graded
+    # declared, right or wrong, over every completion (the gold does not matter): 3 of 4
+    assert [m for m in logged if m[0] != "accuracy"] == [("declare_rate", v) for v in (1.0, 1.0, 1.0, 0.0)]
     logged.clear()
     correctness_reward_strict(["The answer is 18.", GOOD], answer=["18", "18"], log_metric=log_metric)
-    assert logged == [("accuracy_strict", 0.0), ("accuracy_strict", 1.0)]
+    assert logged == [("accuracy_strict", 0.0), ("accuracy_strict", 1.0),
+                      ("declare_rate_strict", 0.0), ("declare_rate_strict", 1.0)]
     logged.clear()
     ShapedReward(correctness_weight=3.0)([GOOD, "#### 17"], answer=["18", "18"], log_metric=log_metric)
-    assert logged == [("accuracy", 1.0), ("accuracy", 0.0)]
+    assert logged == [("accuracy", 1.0), ("accuracy", 0.0), ("declare_rate", 1.0), ("declare_rate", 1.0)]
 
 
 def test_format_reward_wants_a_last_hash_line():
@@ -331,7 +335,8 @@ def test_correctness_with_declarations_credits_only_those():
                    "<think>48+24</think> <answer>73</answer>"]
     logged = []
     assert tags_only(completions, answer=["72"] * 4, log_metric=lambda *m: logged.append(m)) == [1.0, 0.0, 0.0, 0.0]
-    assert logged == [("accuracy", 1.0), ("accuracy", 0.0), ("accuracy", 0.0), ("accuracy", 0.0)]
+    assert logged[:4] == [("accuracy", 1.0), ("accuracy", 0.0), ("accuracy", 0.0), ("accuracy", 0.0)]
+    assert logged[4:] == [("declare_rate", v) for v in (1.0, 0.0, 0.0, 1.0)]  # only <answer> declares here
     assert tags_only.__name__ == "correctness_reward"
     assert CorrectnessReward(declarations=["hash", "boxed"])(completions, answer=["72"] * 4) == [0.0, 1.0, 1.0, 0.0]
     shaped = ShapedReward(format_weight=0.0, length_weight=0.0, declarations=("answer_tag",))

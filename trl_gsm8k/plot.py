@@ -3,8 +3,8 @@
 - ``RUN_DIR`` → ``RUN_DIR/training_curves.png``: one figure from the run's ``trainer_state.json`` (``log_history``;
   RUN_DIR's own or its latest ``checkpoint-*/``, whichever is further along), one panel per metric family
   (:data:`PANELS`): total reward mean ± std, each reward term (every ``rewards/<name>/mean`` TRL logs: format,
-  tag format, correctness...), accuracy, truncated completions, completion length, entropy, advantage, zero-std
-  group fraction, KL. Both TRL's metric names (``reward``, ``entropy``, ``frac_reward_zero_std``, ``kl``...) and
+  tag format, correctness...), accuracy, declared answers, truncated completions, completion length, entropy, advantage, zero-std
+  group fraction, KL, each step's seconds and the part spent generating. Both TRL's metric names (``reward``, ``entropy``, ``frac_reward_zero_std``, ``kl``...) and
   this package's (``reward/mean``, ``policy/entropy``, ``frac_zero_std_groups``, ``kl_old``...) are read. A metric
   that never moved (:func:`is_flat`) takes no panel: it is named with its value in a line of text under the panels.
 - ``--compare before.json after.json`` → bars of strict and flexible pass@1, declare rate and truncation rate from
@@ -52,6 +52,7 @@ class Panel:
     ylabel: str = ""
     fraction: bool = False  # a share in [0, 1]: the y-axis shows all of it, so 0.16 → 0.50 reads as the move it is
     per_reward_term: bool = False  # a template: one panel per reward function, "{name}" replaced by its name
+    from_zero: bool = False  # parts of a whole (seconds of a step): the axis starts at 0, so the parts read as shares
 
 
 REWARD_TERM = re.compile(r"rewards/(?P<name>.+)/mean")  # TRL: rewards/<reward function __name__>/mean and /std
@@ -61,6 +62,8 @@ PANELS = [
     Panel("Reward term {name} (mean ± std)", [["rewards/{name}/mean"]], band=["rewards/{name}/std"],
           ylabel="reward (unweighted)", per_reward_term=True),
     Panel("Accuracy (correct completions)", [["accuracy"], ["accuracy_strict"]], ylabel="fraction", fraction=True),
+    Panel("Declared an answer (right or wrong)", [["declare_rate"], ["declare_rate_strict"]], ylabel="fraction",
+          fraction=True),
     Panel("Truncated (cut at max_completion_length)", [["completions/clipped_ratio"]], ylabel="fraction",
           fraction=True),
     Panel("Completion length", [["completions/mean_length"], ["completions/max_length"],
@@ -70,9 +73,11 @@ PANELS = [
     Panel("Groups with zero reward std", [["frac_zero_std_groups", "frac_reward_zero_std"]], ylabel="fraction",
           fraction=True),
     Panel("KL", [["kl"], ["kl_old"]], ylabel="KL"),
+    Panel("Time per step (of it, generating)", [["timing/step_seconds"], ["timing/generation_seconds"]],
+          ylabel="seconds", from_zero=True),
 ]
-"""What the training figure draws, in this order. No declare-rate panel: training logs no such metric (the
-evaluation summary has one, drawn by ``--compare``); ``format_reward`` is the closest, a strict ``#### N`` ending."""
+"""What the training figure draws, in this order. ``declare_rate`` is logged by the correctness reward
+(:class:`trl_gsm8k.rewards.CorrectnessReward`), as the evaluation summary's of the same name."""
 
 FLAT_TOLERANCE = 1e-6
 """Relative spread under which a metric counts as never having moved. Metrics are float32 means (machine epsilon
@@ -214,6 +219,8 @@ def _draw_panel(ax, panel: Panel, keys: list[str], series: dict) -> None:
                             [m + s for _, m, s in points], alpha=0.25, label=f"± {band}")
     if panel.fraction:
         ax.set_ylim(-0.03, 1.03)
+    elif panel.from_zero:
+        ax.set_ylim(bottom=0)
     ax.set_title(panel.title)
     # Steps are integers; min_n_ticks=1 keeps integer ticks when the run logged one step (the default falls back to
     # fractional ticks, 1.900 ... 2.100, when fewer than two integers are in view).
