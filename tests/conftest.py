@@ -19,7 +19,7 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.enviro
 TOKENIZER_DIR = Path(__file__).parent / "assets" / "tokenizer"
 
 
-def build_tiny_model_dir(path: Path, seed: int = 0) -> Path:
+def build_tiny_model_dir(path: Path, seed: int = 0, tie_word_embeddings: bool = False) -> Path:
     import torch
     from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
 
@@ -28,6 +28,7 @@ def build_tiny_model_dir(path: Path, seed: int = 0) -> Path:
         vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
         bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=tie_word_embeddings,
     )
     torch.manual_seed(seed)
     LlamaForCausalLM(config).save_pretrained(path)

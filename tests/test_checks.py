@@ -226,3 +226,86 @@ def test_cli_reports_launch_errors_before_loading_weights(tmp_path, tiny_model_d
     with pytest.raises(SystemExit, match="one weight per function"):
         cli(["--config", str(recipe), "--output_dir", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+# --- a GPU recipe on the CPU: the refusal names the overrides of a CPU smoke test, and they pass the checks ---------
+GPU_RECIPES = ["recipes/qwen2.5-1.5b-instruct_lora_zero2-offload.yaml", "recipes/r1-distill-qwen-1.5b_qlora.yaml",
+               "recipes/r1-distill-qwen-1.5b_full_zero2-offload.yaml"]
+
+
+def appended_flags(message: str) -> list[str]:
+    import re
+    import shlex
+
+    found = re.search(r"To smoke-test this recipe on the CPU, append `([^`]+)`", message)
+    assert found, message
+    return shlex.split(found.group(1))
+
+
+def passes_the_checks_before_the_model(argv: list[str]):
+    """What build_trainer checks before it resolves the model, on the parsed command line."""
+    from trl_gsm8k.checks import check_cpu_settings
+
+    script_args, args, model_args = parse(argv)
+    check_distributed_environment(args.gradient_accumulation_steps)
+    check_precision(args.bf16, args.fp16, args.use_cpu, allow_emulated=args.allow_emulated_bf16)
+    check_cpu_settings(args, model_args)
+    return args, model_args
+
+
+@pytest.mark.parametrize("recipe", GPU_RECIPES)
+def test_a_gpu_recipe_on_a_cpu_without_bf16_names_the_flags_that_make_it_a_cpu_smoke_test(monkeypatch, tmp_path,
+                                                                                          recipe):
+    on_cpu_with(monkeypatch, EPYC_ZEN3)
+    argv = ["--config", recipe, "--output_dir", str(tmp_path)]
+    with pytest.raises(LaunchError, match="would be emulated") as refused:
+        parse(argv)
+    message = str(refused.value)
+    assert "\n" not in message
+    flags = appended_flags(message)
+    expected = ["--use_cpu", "true", "--bf16", "false", "--dtype", "float32"]  # bf16 weights would be emulated too
+    if "qlora" in recipe:
+        expected += ["--load_in_4bit", "false"]
+    assert flags == expected
+    assert "`--model_name_or_path smollm2-135m-instruct --max_steps 2`" in message  # a Hub model: the quick variant
+    args, model_args = passes_the_checks_before_the_model(argv + flags)
+    assert (args.use_cpu, args.bf16, model_args.dtype, model_args.load_in_4bit) == (True, False, "float32", False)
+
+
+def test_gpu_only_settings_on_a_cpu_with_bf16_are_refused_with_the_flags_that_pass(monkeypatch, tmp_path):
+    """On a CPU that computes bf16 (so the precision passes), QLoRA and vLLM are still GPU-only: refused before any
+    weight loads, naming only what must change."""
+    from trl_gsm8k.errors import NeedsGPU
+
+    on_cpu_with(monkeypatch, AMX_XEON)
+    cases = {"recipes/r1-distill-qwen-1.5b_qlora.yaml": (["--load_in_4bit", "false"], "load_in_4bit: true"),
+             "recipes/qwen2.5-1.5b-instruct_lora_zero2-offload.yaml": (["--use_vllm", "false"], "use_vllm: true")}
+    for recipe, (expected, setting) in cases.items():
+        argv = ["--config", recipe, "--output_dir", str(tmp_path)]
+        argv += ["--use_vllm", "true"] if "vllm" in setting else []
+        with pytest.raises(NeedsGPU, match=f"^{setting} needs a CUDA GPU") as refused:
+            passes_the_checks_before_the_model(argv)
+        assert appended_flags(str(refused.value)) == expected
+        args, _ = passes_the_checks_before_the_model(argv + expected)
+        assert args.bf16 and args.use_cpu  # bf16 kept: this CPU computes it
+
+
+def test_under_the_launcher_the_error_file_holds_the_one_line(monkeypatch, tmp_path):
+    """torch's elastic launcher prints the worker's error file as the failure's root cause: our line, not a
+    traceback. An unexpected exception keeps torch's record (its traceback)."""
+    from trl_gsm8k.errors import LaunchError as Known
+    from trl_gsm8k.errors import recorded
+
+    error_file = tmp_path / "error.json"
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(error_file))
+    with pytest.raises(SystemExit) as exited:
+        cli(["--config", str(tmp_path / "missing.yaml")])
+    record = json.loads(error_file.read_text())
+    assert record["message"] == str(exited.value) == f"error: recipe not found: {tmp_path / 'missing.yaml'}"
+
+    def crash():
+        raise RuntimeError("a bug")
+
+    with pytest.raises(RuntimeError):
+        recorded(crash, (Known,))()
+    assert "Traceback" in json.loads(error_file.read_text())["message"]["extraInfo"]["py_callstack"]

@@ -23,6 +23,7 @@ HEALTHY = {  # a run that learns: some truncation, a third of groups silent, for
     "loss": 0.031, "grad_norm": 0.4, "completions/clipped_ratio": 0.05, "frac_zero_std_groups": 0.3,
     "frac_reward_zero_std": 0.3, "rewards/format_reward/mean": 0.4, "rewards/correctness_reward/mean": 0.3,
     "reward/mean": 0.5, "reward": 0.5, "policy/entropy": 0.9, "entropy": 0.9, "accuracy": 0.3,
+    "timing/step_seconds": 10.0, "timing/generation_seconds": 4.0, "generation/tokens_per_second": 60.0,
 }
 ARGS = SimpleNamespace(max_completion_length=128, beta=0.0, temperature=1.0, num_generations=8,
                        dynamic_sampling=False)
@@ -92,6 +93,23 @@ def test_each_format_reward_is_judged_on_its_own_template():
     assert feed([stuck] * 5, doctor=Doctor(trainer)).diagnoses == []
 
 
+@pytest.mark.parametrize("use_cpu", [True, False])
+def test_generation_dominating_a_step_is_named_with_the_setting_that_batches_it(use_cpu):
+    """Judged on the window's mean seconds (a step that trains on the buffer generates 0 s)."""
+    args = SimpleNamespace(**vars(ARGS), per_device_train_batch_size=8, steps_per_generation=1,
+                           gradient_accumulation_steps=1, use_vllm=False, use_cpu=use_cpu)
+    steps = [{**HEALTHY, "timing/generation_seconds": g} for g in (3.0, 9.0)] * 3
+    doctor = feed(steps, args=args)
+    assert conditions(doctor) == ["generation_dominates"]
+    found = doctor.diagnoses[0]
+    assert found["step"] == 4 and found["value"] == pytest.approx(0.6)  # steps 1-3: 5 s of 10, not more than half
+    advice = found["advice"]
+    assert "generation takes 60 % of each step (8 completions per generate call at 60 tokens/s)" in advice
+    assert "steps_per_generation: 2" in advice and "per_device_train_batch_size: 16" in advice
+    assert ("use_vllm: true" in advice) is not use_cpu
+    assert feed([{**HEALTHY, "timing/generation_seconds": 5.0}] * 5, args=args).diagnoses == []  # half: not dominant
+
+
 def test_truncation_advice_names_the_limit_and_a_longer_one():
     doctor = feed([{**HEALTHY, "completions/clipped_ratio": 0.75}] * 5)
     advice = doctor.diagnoses[0]["advice"]
@@ -119,7 +137,7 @@ def test_zero_variance_advice_reads_the_accuracy_the_correctness_reward_logs(rew
     logged = {}
     scores = reward(["#### 7"] * 4, answer=["8"] * 4, log_metric=lambda k, v: logged.setdefault(k, []).append(v))
     assert scores[:1] in ([0.0], [0.1])  # all wrong (ShapedReward: 0.1 for the format)
-    (metric, values), = logged.items()
+    (metric, values), = ((k, v) for k, v in logged.items() if k.startswith("accuracy"))  # and declare_rate
     run = {k: v for k, v in HEALTHY.items() if k != "accuracy"}  # the run logs only its own reward's metric
     step = {**run, "frac_zero_std_groups": 1.0, metric: sum(values) / len(values)}
     trainer = SimpleNamespace(reward_funcs=[reward, format_reward],

@@ -238,3 +238,45 @@ def test_the_token_budget_is_the_recipes_or_the_readmes_baseline(tiny_model_dir)
     assert ev.parse_args(["--model", tiny_model_dir]).max_new_tokens == ev.DEFAULT_MAX_NEW_TOKENS == 256
     assert ev.parse_args(["--model", tiny_model_dir, "--recipe", demo]).max_new_tokens == 128
     assert ev.parse_args(["--model", tiny_model_dir, "--recipe", demo, "--max-new-tokens", "64"]).max_new_tokens == 64
+
+
+# --- precision and progress ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("native, device, expected", [
+    ("AMX-BF16", "cpu", "bfloat16"), (None, "cpu", "float32"), (None, "cuda", "bfloat16"), ("AMX-BF16", "cuda:1", "bfloat16"),
+])
+def test_dtype_auto_is_bf16_where_the_hardware_computes_it(monkeypatch, native, device, expected):
+    from trl_gsm8k import generation, precision
+
+    monkeypatch.setattr(precision, "native_cpu_bf16", lambda capabilities=None: native)
+    assert generation.resolve_dtype("auto", device) == expected
+    assert generation.resolve_dtype("float32", device) == "float32"  # asked for: as asked
+
+
+def test_the_settings_record_the_dtype_generated_with(tiny_model_dir, tmp_path):
+    from trl_gsm8k.precision import native_cpu_bf16
+
+    out = tmp_path / "eval.json"
+    assert main(["--model", tiny_model_dir, "--limit", "1", "--output", str(out), *FAST]) == 0
+    expected = "bfloat16" if native_cpu_bf16() else "float32"
+    assert json.loads(out.read_text())["settings"]["dtype"] == expected  # "auto" would hide what ran
+
+
+def test_progress_moves_with_each_generated_token(tiny_model_dir, tmp_path, capsys):
+    """A batch is one generate call of up to --max-new-tokens steps: the generator calls back at each step, and the
+    bar says which token of which batch it is at, with a time estimate."""
+    from trl_gsm8k.generation import TransformersGenerator, load_tokenizer
+
+    args = ev.parse_args(["--model", tiny_model_dir, "--max-new-tokens", "6", "--dtype", "float32"])
+    model = resolve_model(tiny_model_dir)
+    generate = TransformersGenerator(model, load_tokenizer(model), args, None)
+    calls = []
+    samples = generate(["What is 1 + 1?", "What is 2 + 2? Think."], seed=0, on_token=lambda: calls.append(1))
+    assert len(calls) == max(s.num_tokens for group in samples for s in group) >= 1
+
+    assert main(["--model", tiny_model_dir, "--limit", "3", "--output", str(tmp_path / "e.json"),
+                 "--max-new-tokens", "6", "--batch-size", "2", "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    assert "questions [" in err and "<" in err  # elapsed<remaining
+    assert "3/3 questions" in err and "batch 2/2, token 6/6" in err  # (earlier states are drawn at most every 0.1 s)

@@ -1,6 +1,7 @@
 """The design-card command end to end on a tiny model: accelerate launch + DeepSpeed ZeRO-2 offload, equivalence
 with a plain single-process run, kill and resume, Ctrl-C under the launchers."""
 
+import copy
 import json
 import os
 import shlex
@@ -35,8 +36,8 @@ def write_recipe(path: Path, model_dir: Path, **overrides) -> Path:
     return path
 
 
-def run(cmd, **kwargs):
-    env = {**ENV, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ENV.get('PYTHONPATH', '')}"}
+def run(cmd, extra_env=None, **kwargs):
+    env = {**ENV, "PYTHONPATH": f"{ROOT / 'tests'}{os.pathsep}{ENV.get('PYTHONPATH', '')}", **(extra_env or {})}
     kwargs.setdefault("timeout", 900)
     return subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, **kwargs)
 
@@ -44,7 +45,7 @@ def run(cmd, **kwargs):
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("launch")
-    model_dir = build_tiny_model_dir(tmp / "model", seed=3)
+    model_dir = build_tiny_model_dir(tmp / "model", seed=3, tie_word_embeddings=True)  # as SmolLM2's
     recipe = write_recipe(tmp / "recipe.yaml", model_dir)
     ds = run([
         sys.executable, "-m", "accelerate.commands.launch", "--config_file", "accelerate_configs/zero2_offload.yaml",
@@ -54,7 +55,8 @@ def runs(tmp_path_factory):
     plain = run([sys.executable, "-m", "trl_gsm8k.train", "--config", str(recipe), "--use_cpu", "true",
                  "--output_dir", str(tmp / "plain")])
     assert plain.returncode == 0, plain.stderr[-4000:]
-    return {"tmp": tmp, "recipe": recipe, "zero2": tmp / "zero2", "plain": tmp / "plain", "ds_log": ds.stdout}
+    return {"tmp": tmp, "recipe": recipe, "zero2": tmp / "zero2", "plain": tmp / "plain", "ds_log": ds.stdout,
+            "ds_err": ds.stderr}
 
 
 def log_history(run_dir: Path) -> list[dict]:
@@ -67,9 +69,46 @@ def test_design_card_command_runs_zero2_with_cpu_offload(runs):
     assert info["zero_stage"] == 2 and info["zero_cpu_offload"] is True
     assert info["optimizer"] == "DeepSpeedCPUAdam"
     assert [h["step"] for h in log_history(runs["zero2"])] == [1, 2]
+    # where each step's time went, in the log users read (not only in TRL's wandb-only profiling)
+    assert all(0 < h["timing/generation_seconds"] < h["timing/step_seconds"] and h["generation/tokens_per_second"] > 0
+               for h in log_history(runs["zero2"]))
     assert (runs["zero2"] / "model.safetensors").is_file()
     assert "Done. Outputs in" in runs["ds_log"]
     assert "  run_info.json " in runs["ds_log"]  # the closing list names every file the README promises
+    # transformers' deliberate 1-step accumulation plugin vs DeepSpeed's recipe-filled value: expected, not reported
+    assert "Gradient accumulation steps mismatch" not in runs["ds_log"] + runs["ds_err"]
+    # the hint evaluates with the prompt and token budget the run trained with
+    assert f"python -m trl_gsm8k.evaluate --model {runs['zero2']} --recipe {runs['recipe']} --limit 200" in runs["ds_log"]
+
+
+def test_design_card_command_saves_tied_embeddings_once(runs):
+    """The tied lm_head is saved once, as in the base model (DeepSpeed's gathered state dict holds a separate copy of
+    it), and the saved model reloads tied, with exactly the weights DeepSpeed's optimizer trained, lm_head included."""
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    def keys(run_dir: Path) -> set:
+        with safe_open(run_dir / "model.safetensors", "pt") as f:
+            return set(f.keys())
+
+    base_keys = keys(runs["tmp"] / "model")
+    assert "lm_head.weight" not in base_keys and "model.embed_tokens.weight" in base_keys
+    for saved in (runs["zero2"], runs["zero2"] / "checkpoint-1"):
+        assert keys(saved) == base_keys, saved
+
+    reloaded = AutoModelForCausalLM.from_pretrained(runs["zero2"])
+    assert reloaded.config.tie_word_embeddings and reloaded.lm_head.weight is reloaded.model.embed_tokens.weight
+    trained = fp32_master_weights(runs["zero2"] / "checkpoint-2")  # the same step as the final model
+    assert trained.keys() == reloaded.state_dict().keys()
+    assert all(torch.equal(v, trained[k]) for k, v in reloaded.state_dict().items())
+    config = copy.deepcopy(reloaded.config)
+    config.tie_word_embeddings = False
+    untied = AutoModelForCausalLM.from_config(config)
+    untied.load_state_dict(trained)  # with DeepSpeed's own lm_head, as a matrix of its own
+    assert untied.lm_head.weight is not untied.model.embed_tokens.weight
+    ids = torch.randint(0, reloaded.config.vocab_size, (2, 12))
+    with torch.no_grad():
+        assert torch.equal(reloaded(ids).logits, untied(ids).logits)
 
 
 @pytest.mark.parametrize("checkpoint", ["checkpoint-1", "."])
@@ -139,6 +178,7 @@ def test_zero2_offload_in_bf16_moves_fp32_master_weights_as_fp32_does(runs, bf16
     scale = BF16_LR / 1e-3
     expected = {k: (fp32_step[k] - load_file(runs["tmp"] / "model" / "model.safetensors")[k]) * scale for k in fp32_step}
     master = fp32_master_weights(bf16_run / "checkpoint-1")
+    assert torch.equal(master.pop("lm_head.weight"), master["model.embed_tokens.weight"])  # tied, saved once
     assert master.keys() == expected.keys() and {v.dtype for v in master.values()} == {torch.float32}
     num = sum(float((master[k] - initial[k] - expected[k]).square().sum()) for k in expected)
     den = sum(float(expected[k].square().sum()) for k in expected)
@@ -422,3 +462,19 @@ def test_resume_with_nothing_to_resume_from_is_an_error_naming_it(tmp_path, valu
     assert last.startswith(f"error: --resume_from_checkpoint {target}: "), proc.stderr[-2000:]
     assert (str(out) in last) if value == "latest" else ("not a checkpoint directory" in last)
     assert not any(out.iterdir())
+
+
+def test_a_launch_error_under_the_launcher_is_the_root_cause_it_reports(tmp_path):
+    """Under the README's command the worker's one error line was followed by the launcher's ChildFailedError report,
+    whose root cause said "To enable traceback see ...": the line is now that root cause, and the last line shown."""
+    out = tmp_path / "empty"
+    out.mkdir()
+    proc = run([sys.executable, "-m", "accelerate.commands.launch",
+                "--config_file", "accelerate_configs/zero2_offload.yaml", "-m", "trl_gsm8k.train",
+                "--config", "recipes/smollm2-135m_cpu_demo.yaml", "--output_dir", str(out),
+                "--resume_from_checkpoint", "latest"], timeout=300)
+    assert proc.returncode != 0
+    message = f"error: --resume_from_checkpoint latest: {out} holds no checkpoint-N directory"
+    assert "To enable traceback see" not in proc.stderr, proc.stderr[-3000:]
+    shown = [line for line in proc.stderr.splitlines() if line.strip("=- ")]
+    assert shown[-1].startswith(f"  traceback : {message}"), proc.stderr[-3000:]

@@ -122,6 +122,8 @@ def test_trl_internals_pinned():
         "_calculate_rewards": ["self", "inputs", "prompts", "completions", "completion_ids_list"],
         "_generate_and_score_completions": ["self", "inputs"],
         "_compute_loss": ["self", "model", "inputs"],
+        "_generate_single_turn": ["self", "prompt_ids", "images", "multimodal_fields", "num_generations",
+                                  "has_tool_images"],
     }
     for name, params in expected.items():
         got = list(inspect.signature(getattr(GRPOTrainer, name)).parameters)
@@ -182,6 +184,23 @@ def test_train_reference_free_metrics_and_advantages(tiny_model_dir, tmp_path):
     assert logs["frac_zero_std_groups"] == 0.0
     assert logs["advantage/mean"] == pytest.approx(0.0, abs=1e-6)
     assert logs["advantage/std"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_each_step_logs_its_time_and_the_generation_throughput(tiny_model_dir, tmp_path):
+    """steps_per_generation 2: step 1 generates both steps' completions in one call, step 2 trains on the buffer."""
+    from trl_gsm8k.trainer import GENERATION_SECONDS, GENERATION_TOKENS_PER_SECOND, STEP_SECONDS
+
+    args = make_args(tmp_path, max_steps=2, steps_per_generation=2, max_completion_length=16)
+    trainer = GSM8KGRPOTrainer(model=tiny_model_dir, reward_funcs=[position_reward], args=args,
+                               train_dataset=make_dataset())
+    trainer.train()
+    first, second = [h for h in trainer.state.log_history if "loss" in h]
+    assert 0 < first[GENERATION_SECONDS] < first[STEP_SECONDS]
+    assert second[GENERATION_SECONDS] == 0.0 and second[STEP_SECONDS] > 0
+    assert GENERATION_TOKENS_PER_SECOND not in second  # nothing generated in step 2
+    # One generate call of 2 micro-batches' completions: its tokens over its seconds.
+    tokens = first["completions/mean_length"] * 2 * G
+    assert first[GENERATION_TOKENS_PER_SECOND] * first[GENERATION_SECONDS] == pytest.approx(tokens, rel=1e-6)
 
 
 class FirstOfGroupRight(CorrectnessReward):
@@ -380,7 +399,9 @@ def test_two_processes_match_single_process(tiny_model_dir, tmp_path):
 def test_resolve_model_path(tmp_path, monkeypatch):
     from trl_gsm8k.models import resolve_model_path
 
-    assert resolve_model_path("some/dir") == "some/dir"
+    local = tmp_path / "some" / "dir"
+    local.mkdir(parents=True)
+    assert resolve_model_path(str(local)) == str(local)  # a local directory as given (Hub ids: tests/test_offline.py)
     monkeypatch.setenv("TRL_GSM8K_CACHE", str(tmp_path))
     cached = tmp_path / "smollm2-135m-instruct"
     cached.mkdir()

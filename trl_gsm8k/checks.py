@@ -11,8 +11,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .errors import LaunchError  # raised here; still importable from here
+from .errors import LaunchError, NeedsGPU  # raised here; still importable from here
 from .models import is_missing_local_path
+from .config import cpu_smoke_test_flags, cpu_smoke_test_hint  # the recipe reader names them in its refusals too
 from .precision import check_precision  # the precision rule lives below the recipe reader; still importable from here
 
 
@@ -53,6 +54,26 @@ def check_distributed_environment(gradient_accumulation_steps: int, cuda_availab
                 "DeepSpeed would stop with a batch-size assertion. Remove it from the accelerate/DeepSpeed file "
                 "(or set it to \"auto\") so the recipe decides."
             )
+
+
+def check_cpu_settings(training_args: Any, model_args: Any, cuda_available: bool | None = None) -> None:
+    """GPU-only settings in a run on the CPU: bitsandbytes quantization (QLoRA) and vLLM generation, refused before
+    any weight loads with the overrides that make the recipe a CPU smoke test."""
+    if cuda_available is None:
+        import torch
+
+        cuda_available = torch.cuda.is_available()
+    if cuda_available and not training_args.use_cpu:
+        return
+    gpu_only = [f"{name}: true" for name in ("load_in_4bit", "load_in_8bit") if getattr(model_args, name, False)]
+    if getattr(training_args, "use_vllm", False):
+        gpu_only.append("use_vllm: true")
+    if gpu_only:
+        flags = cpu_smoke_test_flags(training_args, model_args)
+        raise NeedsGPU(
+            f"{' and '.join(gpu_only)} needs a CUDA GPU (bitsandbytes quantization, vLLM generation) and this run is "
+            f"on the CPU. {cpu_smoke_test_hint(flags, model_args.model_name_or_path)}", flags
+        )
 
 
 def check_model_config(model_path: str, trust_remote_code: bool = False):

@@ -5,6 +5,7 @@ evaluator read recipes through this module; it holds no behaviour of the trainer
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -13,7 +14,8 @@ from typing import Any, NamedTuple
 from trl import GRPOConfig
 
 from .data import BUNDLED
-from .errors import LaunchError
+from .errors import LaunchError, NeedsGPU
+from .models import SMOLLM2_NAME, looks_like_hub_id
 from .precision import AUTO, parse_bf16, resolve_bf16
 
 ADVANTAGE_ESTIMATORS = ("group_std", "trl")
@@ -223,9 +225,35 @@ def make_parser():
 
 
 def parse(argv: list[str] | None = None):
-    """Parse a recipe and overrides; a bad recipe raises `LaunchError` with one clear line (the CLI prints it)."""
+    """Parse a recipe and overrides; a bad recipe raises `LaunchError` with one clear line (the CLI prints it). A GPU
+    setting the CPU cannot run (`NeedsGPU`) also names every override that makes the recipe a CPU smoke test."""
+    import sys
+
+    argv = sys.argv[1:] if argv is None else list(argv)
     with _recipe_errors():
-        return make_parser().parse_args_and_config(args=argv)
+        try:
+            return make_parser().parse_args_and_config(args=argv)
+        except NeedsGPU as exc:
+            raise LaunchError(f"{exc} {_cpu_smoke_test_hint(argv, exc.flags)}".rstrip()) from None
+
+
+def _cpu_smoke_test_hint(argv: list[str], refused: dict[str, str]) -> str:
+    """The recipe parsed again with the refused settings switched off (so the hint's flags get past the precision
+    rule by construction), then every other GPU-only setting it has (trl_gsm8k.checks)."""
+
+    flags = dict(refused)
+    for _ in range(3):  # fp16, then TRL's default bf16, are refused one at a time
+        try:
+            _, training_args, model_args = make_parser().parse_args_and_config(
+                args=[*argv, *(a for name, value in flags.items() for a in (f"--{name}", value))])
+            break
+        except NeedsGPU as again:
+            flags.update(again.flags)
+        except (ValueError, OSError):  # another problem of the recipe: reported once it is fixed
+            return ""
+    else:
+        return ""
+    return cpu_smoke_test_hint(cpu_smoke_test_flags(training_args, model_args, flags), model_args.model_name_or_path)
 
 
 class Recipe(NamedTuple):
@@ -284,3 +312,40 @@ def _recipe_errors() -> Iterator[None]:
             message += " (check the key's spelling: recipe keys are fields of GSM8KScriptArguments, " \
                        "GSM8KGRPOConfig or trl.ModelConfig)"
         raise LaunchError(message) from None
+
+
+def cpu_smoke_test_flags(training_args: Any, model_args: Any, refused: dict[str, str] | None = None) -> dict[str, str]:
+    """The command-line overrides that run a GPU recipe on the CPU, as a smoke test of its code path: each setting
+    the CPU cannot run switched off. ``refused``: overrides already known (a `NeedsGPU`'s ``flags``).
+
+    >>> from types import SimpleNamespace as N
+    >>> cpu_smoke_test_flags(N(use_cpu=False, bf16=False, fp16=False, use_vllm=False),
+    ...                      N(dtype="bfloat16", load_in_4bit=True, load_in_8bit=False), {"bf16": "false"})
+    {'use_cpu': 'true', 'bf16': 'false', 'dtype': 'float32', 'load_in_4bit': 'false'}
+    """
+    refused = refused or {}
+    bf16 = refused.get("bf16", "true" if training_args.bf16 else "false") == "true"
+    flags = {"use_cpu": "true"} if not training_args.use_cpu else {}
+    flags.update(refused)
+    if training_args.fp16:
+        flags["fp16"] = "false"
+    # Half-precision weights without bf16 mixed precision would compute in emulated half precision and update the
+    # weights without an fp32 copy: the smoke test would test something no recipe runs.
+    if model_args.dtype == "float16" or (model_args.dtype == "bfloat16" and not bf16):
+        flags["dtype"] = "float32"
+    for name in ("load_in_4bit", "load_in_8bit"):
+        if getattr(model_args, name, False):
+            flags[name] = "false"
+    if getattr(training_args, "use_vllm", False):
+        flags["use_vllm"] = "false"
+    return flags
+
+
+def cpu_smoke_test_hint(flags: dict[str, str], model_name_or_path: str | None) -> str:
+    """One sentence naming the overrides that make a GPU recipe a CPU smoke test."""
+    appended = " ".join(f"--{name} {value}" for name, value in flags.items())
+    hint = f"To smoke-test this recipe on the CPU, append `{appended}`"
+    name = model_name_or_path or ""
+    if name.lower() != SMOLLM2_NAME and looks_like_hub_id(name) and not os.path.exists(os.path.expanduser(name)):
+        hint += f" (with `--model_name_or_path {SMOLLM2_NAME} --max_steps 2` for a quick one on the offline model)"
+    return hint + "."

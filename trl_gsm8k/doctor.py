@@ -20,6 +20,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from .rewards import completion_text, correctness_reward, find_correctness
+from .trainer import GENERATION_SECONDS, GENERATION_TOKENS_PER_SECOND, STEP_SECONDS
 
 logger = logging.getLogger(__name__)
 
@@ -77,6 +78,9 @@ GRAD_ZERO = 1e-8
 GROUP_HIT_TARGET = 0.5
 # Beyond this group size, a bigger group is no practical fix (generation cost grows linearly): easier problems are.
 MAX_USEFUL_GROUP = 64
+# Generation dominates a step when it takes more than half of the step's wall time: then batching more completions
+# per generate call (or a faster backend) is the lever, not the loss or the optimizer.
+GENERATION_DOMINANT = 0.5
 # Temperature the identical-groups advice aims for: sampling at 1.0 is the model's own distribution.
 TEMPERATURE_FLOOR = 1.0
 TEMPERATURE_STEP = 0.2
@@ -356,6 +360,12 @@ def diagnose(window: Mapping[str, Sequence[float]], settings: Mapping[str, Any],
             f"per-token entropy fell to {entropy:.3f} from {start:.3f}: the policy is near-deterministic, its groups "
             "turn identical and stop teaching. Lower learning_rate, raise temperature, or add a KL penalty.")})
 
+    generating, step = mean(GENERATION_SECONDS), mean(STEP_SECONDS)
+    if generating is not None and step and generating / step > GENERATION_DOMINANT:
+        found.append({"condition": "generation_dominates", "value": generating / step,
+                      "advice": _batch_generation_advice(generating / step, mean(GENERATION_TOKENS_PER_SECOND),
+                                                         settings)})
+
     loss = mean("loss")
     if loss is not None and abs(loss) < LOSS_ZERO and not settings.get("beta"):
         grad = mean("grad_norm")
@@ -369,6 +379,21 @@ def diagnose(window: Mapping[str, Sequence[float]], settings: Mapping[str, Any],
             f"loss is {loss:.1e}. Expected: with beta 0 the GRPO loss is ~0 by construction (on-policy the ratio is 1 "
             f"and advantages average 0 within each group); {tail}")})
     return found
+
+
+def _batch_generation_advice(share: float, tokens_per_second: float | None, settings: Mapping[str, Any]) -> str:
+    per_device = settings.get("per_device_train_batch_size")
+    steps = settings.get("steps_per_generation") or settings.get("gradient_accumulation_steps") or 1
+    calls = f"{per_device * steps} completions per generate call" if per_device else "each generate call"
+    rate = f" at {tokens_per_second:.0f} tokens/s" if tokens_per_second else ""
+    vllm = "" if settings.get("use_vllm") or settings.get("use_cpu") else (
+        " On a GPU, use_vllm: true generates several times faster than Transformers.")
+    return (f"generation takes {100 * share:.0f} % of each step ({calls}{rate}): batch more completions per call. "
+            f"steps_per_generation: {2 * steps} generates {2 * steps} micro-batches' completions in one call (the "
+            "later ones are then off-policy, and TRL's importance ratio corrects them), or more prompts per step: "
+            f"per_device_train_batch_size: {2 * per_device if per_device else 'x2'} (scale learning_rate with the "
+            f"batch).{vllm} Compare timing/step_seconds per completion before and after: a bigger batch pays only "
+            "where the hardware was not saturated.")
 
 
 class Doctor(TrainerCallback):
@@ -400,6 +425,11 @@ class Doctor(TrainerCallback):
             "temperature": getattr(args, "temperature", None),
             "num_generations": getattr(args, "num_generations", None),
             "dynamic_sampling": getattr(args, "dynamic_sampling", False),
+            "per_device_train_batch_size": getattr(args, "per_device_train_batch_size", None),
+            "steps_per_generation": getattr(args, "steps_per_generation", None),
+            "gradient_accumulation_steps": getattr(args, "gradient_accumulation_steps", None),
+            "use_vllm": getattr(args, "use_vllm", False),
+            "use_cpu": getattr(args, "use_cpu", False),
             "format_rewards": [name for name in names if name in FORMAT_REWARDS] if names else list(FORMAT_REWARDS),
             "accuracy_metric": metric,
         }

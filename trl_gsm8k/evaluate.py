@@ -44,8 +44,8 @@ from typing import Sequence
 
 from .answers import extract_gold, gold_steps, strip_annotations
 from .data import BUNDLED, read_rows
-from .generation import EvalError, TransformersGenerator, VLLMGenerator, _first_line, context_length, load_tokenizer, \
-    resolve_model
+from .generation import EvalError, TransformersGenerator, VLLMGenerator, _first_line, context_length, \
+    generation_device, load_tokenizer, resolve_dtype, resolve_model
 from .scoring import score_item, summarize
 
 logger = logging.getLogger("trl_gsm8k.evaluate")
@@ -98,6 +98,9 @@ def build_prompts(rows: Sequence[dict], prompt: str, tokenizer, source: str = BU
 
 DEFAULT_MAX_NEW_TOKENS = 256
 """The completion budget without a recipe: the README's baseline (benchmarks/eval.md) was generated with it."""
+DEFAULT_BATCH_SIZE = 32
+"""Questions per generate call: of 16, 32 and 64, the most questions per second on 2 CPU cores (benchmarks/eval.md).
+A batch decodes until its longest completion ends, so a bigger one wastes more steps on finished rows."""
 SETTINGS_KEYS = ("model", "split", "prompt", "data_source", "num_samples", "temperature", "max_new_tokens", "seed",
                  "backend", "dtype", "num_fewshot", "system_prompt", "max_solution_steps")
 """What must match for a JSONL to be resumed (--limit and --batch-size may change)."""
@@ -153,7 +156,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-samples", type=int, default=1, help="K samples per question (maj@K, pass@K)")
     parser.add_argument("--temperature", type=float,
                         help="sampling temperature (default: greedy when K=1, 1.0 when K>1; 0 means greedy)")
-    parser.add_argument("--batch-size", type=int, default=16, help="questions per generate call")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE,
+                        help=f"questions per generate call (default {DEFAULT_BATCH_SIZE}: the fastest on 2 CPU cores "
+                        "of those timed in benchmarks/eval.md)")
     parser.add_argument("--max-new-tokens", type=int,
                         help=f"completion budget (default: the --recipe's max_completion_length, else "
                         f"{DEFAULT_MAX_NEW_TOKENS}, the README's baseline; reasoning models: 2048-4096)")
@@ -168,7 +173,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--backend", choices=("transformers", "vllm"), default="transformers")
     parser.add_argument("--dtype", choices=("auto", "float32", "bfloat16", "float16"), default="auto",
-                        help="auto: bfloat16 on GPU, float32 on CPU")
+                        help="auto: bfloat16 on a GPU and on a CPU with native bf16 (AMX-BF16, AVX512-BF16), "
+                        "float32 on other CPUs")
     parser.add_argument("--device", help="torch device (default: cuda when available, else cpu)")
     parser.add_argument("--threads", type=int,
                         help="torch CPU threads (on a busy shared CPU, 1 can be 10x faster than oversubscribing)")
@@ -233,6 +239,8 @@ def run(args: argparse.Namespace) -> dict:
     started = time.perf_counter()
     output = Path(args.output)
     jsonl = output.with_suffix(".jsonl")
+    if args.backend == "transformers":  # the settings record the dtype generated with, not "auto"
+        args.dtype = resolve_dtype(args.dtype, generation_device(args))
     settings = settings_of(args)
     sid = settings_id(settings)
 
@@ -297,14 +305,30 @@ def _generate_missing(args: argparse.Namespace, rows: list[dict], todo: list[int
     backend = VLLMGenerator if args.backend == "vllm" else TransformersGenerator
     generate = backend(model, tokenizer, args, stop)
     jsonl.parent.mkdir(parents=True, exist_ok=True)
+    blocks = _blocks(todo, args.batch_size)
+    # Questions done, moving a fraction of the batch per generated token (a batch of 32 x 256 tokens takes about a
+    # minute on 2 CPU cores): the bar and its time estimate move from the first seconds, not once per batch. The
+    # estimate is an upper bound where completions end before the token budget.
+    bar_format = "{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total_fmt} questions [{elapsed}<{remaining}{postfix}]"
     with open(jsonl, "a", encoding="utf-8") as f, tqdm(total=len(rows), initial=len(rows) - len(todo),
-                                                       desc="GSM8K", unit="q") as bar:
+                                                       desc="GSM8K", bar_format=bar_format) as bar:
         position = {index: n for n, index in enumerate(todo)}
-        for batch in _blocks(todo, args.batch_size):
+        for number, batch in enumerate(blocks, start=1):
             t0 = time.perf_counter()
+            done, tokens = bar.n, 0
+            per_token = len(batch) / args.max_new_tokens
+
+            def on_token() -> None:
+                nonlocal tokens
+                tokens += 1
+                if tokens < args.max_new_tokens:
+                    bar.update(per_token)
+                bar.set_postfix_str(f"batch {number}/{len(blocks)}, token {tokens}/{args.max_new_tokens}",
+                                    refresh=False)
+
             # Seeded by the block's place in the split, so a resumed run samples what an uninterrupted one would.
             results = generate([prompts[position[i]] for i in batch],
-                               seed=args.seed + batch[0] // args.batch_size)
+                               seed=args.seed + batch[0] // args.batch_size, on_token=on_token)
             seconds = (time.perf_counter() - t0) / len(batch)
             for index, samples in zip(batch, results):
                 row = rows[index]
@@ -313,7 +337,7 @@ def _generate_missing(args: argparse.Namespace, rows: list[dict], todo: list[int
                                     [s.num_tokens for s in samples], [s.truncated for s in samples], seconds, sid)
                 f.write(json.dumps(record) + "\n")
             f.flush()
-            bar.update(len(batch))
+            bar.update(done + len(batch) - bar.n)
 
 
 def _blocks(indices: list[int], size: int) -> list[list[int]]:

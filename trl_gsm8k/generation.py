@@ -34,6 +34,15 @@ class ResolvedModel:
 
 def resolve_model(name: str) -> ResolvedModel:
     """Find the weights behind ``--model``; raise :class:`EvalError` (one line) when there are none."""
+    from .errors import LaunchError
+
+    try:
+        return _resolve_model(name)
+    except LaunchError as exc:  # a Hub id that cannot be loaded from here (trl_gsm8k.models.check_hub_model)
+        raise EvalError(f"--model {name}: {exc}") from None
+
+
+def _resolve_model(name: str) -> ResolvedModel:
     from .models import adapter_tokenizer, base_model_of, is_missing_local_path, latest_checkpoint, resolve_model_path
 
     path = Path(os.path.expanduser(name))
@@ -57,7 +66,8 @@ def resolve_model(name: str) -> ResolvedModel:
             raise EvalError(f"--model {name}: adapter_config.json names no base_model_name_or_path") from None
         base_path = resolve_model_path(base)
         if is_missing_local_path(base_path):
-            raise EvalError(f"--model {name}: the adapter's base model {base} is not found")
+            raise EvalError(f"--model {name}: the adapter's base model {base} is not found (re-point it: "
+                            "base_model_name_or_path in adapter_config.json, or trl_gsm8k.export --base-model PATH)")
         return ResolvedModel(base_path, str(path), adapter_tokenizer(path, base_path))
     return ResolvedModel(str(path), None, str(path))
 
@@ -95,6 +105,26 @@ class Sample:
     truncated: bool  # cut by max_new_tokens: neither EOS nor a stop string
 
 
+def generation_device(args: argparse.Namespace) -> str:
+    """``--device``, else cuda where available, else cpu."""
+    import torch
+
+    return args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def resolve_dtype(requested: str, device: str) -> str:
+    """The torch dtype name ``--dtype`` means on ``device``: ``auto`` is bfloat16 on a GPU and on a CPU that computes
+    bf16 natively (AMX-BF16, AVX512-BF16: ``trl_gsm8k.precision``), float32 on other CPUs, where bf16 is emulated
+    and slower than fp32."""
+    if requested != "auto":
+        return requested
+    if device.startswith("cuda"):
+        return "bfloat16"
+    from .precision import native_cpu_bf16
+
+    return "bfloat16" if device == "cpu" and native_cpu_bf16() else "float32"
+
+
 class TransformersGenerator:
     """Batched ``model.generate`` with left padding; one call per batch of prompts, K samples each."""
 
@@ -103,9 +133,8 @@ class TransformersGenerator:
         from transformers import AutoModelForCausalLM
 
         self.torch, self.tokenizer, self.args, self.stop = torch, tokenizer, args, stop
-        self.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        dtype = {"auto": torch.bfloat16 if self.device.startswith("cuda") else torch.float32,
-                 "float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
+        self.device = generation_device(args)
+        dtype = getattr(torch, resolve_dtype(args.dtype, self.device))
         try:
             net = AutoModelForCausalLM.from_pretrained(model.path, dtype=dtype)
         except (OSError, ValueError) as exc:
@@ -120,7 +149,8 @@ class TransformersGenerator:
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
         self.eos_ids.discard(None)
 
-    def __call__(self, prompts: list[str], seed: int) -> list[list[Sample]]:
+    def __call__(self, prompts: list[str], seed: int, on_token=None) -> list[list[Sample]]:
+        """``on_token()`` is called once per generated position of the batch (progress within a long batch)."""
         torch, args, k = self.torch, self.args, self.args.num_samples
         enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
         sampling = args.temperature is not None and args.temperature > 0
@@ -128,6 +158,8 @@ class TransformersGenerator:
             do_sample=False, temperature=None, top_p=None, top_k=None)
         if self.stop:
             kwargs.update(stop_strings=[self.stop], tokenizer=self.tokenizer)
+        if on_token is not None:
+            kwargs["stopping_criteria"] = _calling_each_token(on_token)
         torch.manual_seed(seed)
         with torch.inference_mode():
             out = self.model.generate(**enc, max_new_tokens=args.max_new_tokens, num_return_sequences=k,
@@ -143,6 +175,20 @@ class TransformersGenerator:
                 text = text.split(self.stop, 1)[0]
             samples.append(Sample(text, len(kept), end is None and not stopped))
         return [samples[i * k:(i + 1) * k] for i in range(len(prompts))]
+
+
+def _calling_each_token(on_token):
+    """A stopping criterion that stops nothing and calls ``on_token()`` at each generated position: ``generate``
+    checks its criteria once per step, so this is the one hook inside a batch that every decoding mode passes."""
+    import torch
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    class EachToken(StoppingCriteria):
+        def __call__(self, input_ids, scores, **kwargs):
+            on_token()
+            return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    return StoppingCriteriaList([EachToken()])
 
 
 class VLLMGenerator:
@@ -166,7 +212,7 @@ class VLLMGenerator:
         self.params = SamplingParams(n=args.num_samples, temperature=args.temperature or 0.0,
                                      max_tokens=args.max_new_tokens, stop=[stop] if stop else None)
 
-    def __call__(self, prompts: list[str], seed: int) -> list[list[Sample]]:
+    def __call__(self, prompts: list[str], seed: int, on_token=None) -> list[list[Sample]]:
         params = self.params.clone()
         params.seed = seed
         outputs = self.llm.generate(prompts, params, lora_request=self.lora, use_tqdm=False)

@@ -39,8 +39,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import socket
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -696,19 +694,6 @@ def _format_cpu_table(est: MemoryEstimate) -> str:
 
 # --- reading configs ---
 
-def _hub_reachable(timeout: float = 3.0) -> bool:
-    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes"):
-        return False
-    from urllib.parse import urlparse
-
-    host = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co")).hostname or "huggingface.co"
-    try:  # huggingface_hub retries for ~25 s when offline; find out in one short connection
-        socket.create_connection((host, 443), timeout=timeout).close()
-        return True
-    except OSError:
-        return False
-
-
 def load_model_config(name_or_path: str, model_config_dir: str | None = None) -> tuple[dict, str]:
     """The model's config.json as a dict, and where it came from: --model-config DIR, a local model directory,
     the converted SmolLM2 (when already cached), a bundled config, or the Hub."""
@@ -733,9 +718,9 @@ def load_model_config(name_or_path: str, model_config_dir: str | None = None) ->
     if key in BUNDLED_CONFIGS:
         bundled = resources.files("trl_gsm8k") / "resources" / "model_configs" / BUNDLED_CONFIGS[key]
         return json.loads(bundled.read_text()), f"bundled {BUNDLED_CONFIGS[key]}"
-    from .models import looks_like_hub_id
+    from .models import hub_reachable, looks_like_hub_id
 
-    if "/" in name_or_path and looks_like_hub_id(name_or_path) and _hub_reachable():
+    if "/" in name_or_path and looks_like_hub_id(name_or_path) and hub_reachable():
         try:
             from huggingface_hub import hf_hub_download
 

@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import shutil
+import socket
 import tempfile
+import threading
 from pathlib import Path
+
+from .errors import LaunchError
+
+logger = logging.getLogger(__name__)
 
 SMOLLM2_NAME = "smollm2-135m-instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+# What loading a Hub model offline needs from the HF cache beside config.json: one of its weight files.
+HUB_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                    "pytorch_model.bin.index.json")
 
 
 def cache_dir() -> Path:
@@ -65,6 +75,25 @@ def adapter_tokenizer(adapter_dir: str | os.PathLike, base: str) -> str:
     return str(adapter_dir) if (Path(adapter_dir) / "tokenizer_config.json").is_file() else base
 
 
+def realias_tied_weights(model, state_dict: dict) -> dict:
+    """``state_dict`` with the entries of each parameter ``model`` shares under several names (tied input and output
+    embeddings) pointing at one tensor again, so that ``model.save_pretrained(state_dict=...)`` writes it once.
+
+    save_pretrained recognises tied weights by shared storage. Accelerate's ``get_state_dict`` under DeepSpeed ZeRO-1/2
+    (what ``Trainer.save_model`` saves) clones every tensor separately, so a tied ``lm_head.weight`` was written a
+    second time (+108 MiB for SmolLM2-135M in fp32). Parameters the model does not share (an untied lm_head) are left
+    alone.
+    """
+    names_of: dict[int, list[str]] = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        names_of.setdefault(id(param), []).append(name)
+    for first, *others in names_of.values():
+        for other in others:
+            if first in state_dict and other in state_dict:
+                state_dict[other] = state_dict[first]
+    return state_dict
+
+
 def latest_checkpoint(run_dir: str | os.PathLike) -> Path | None:
     """The run's ``checkpoint-N`` directory with the highest N (transformers' own rule), or None.
 
@@ -84,13 +113,112 @@ def ensure_pad_token(tokenizer):
     return tokenizer
 
 
+def hub_address() -> tuple[str, int]:
+    """The host and port a Hub request connects to first: the endpoint's (``HF_ENDPOINT``, default huggingface.co),
+    or the proxy's when one is set for it (``HTTPS_PROXY``, ``ALL_PROXY``, minus ``NO_PROXY``)."""
+    from urllib.parse import urlsplit
+    from urllib.request import getproxies, proxy_bypass
+
+    from huggingface_hub import constants
+
+    endpoint = urlsplit(constants.ENDPOINT)
+    host = endpoint.hostname or "huggingface.co"
+    proxies = getproxies()
+    proxy = proxies.get(endpoint.scheme) or proxies.get("all")
+    if proxy and not proxy_bypass(host):
+        address = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        return address.hostname or host, address.port or 80
+    return host, endpoint.port or (443 if endpoint.scheme == "https" else 80)
+
+
+def offline_mode() -> bool:
+    """Hub offline mode: huggingface_hub's (HF_HUB_OFFLINE as it was at its import, or set by :func:`go_offline`), or
+    HF_HUB_OFFLINE set since."""
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
+    return constants.HF_HUB_OFFLINE or flag in ("1", "ON", "YES", "TRUE")
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether the Hub can be reached: False in offline mode (``HF_HUB_OFFLINE``), or when one TCP connection to
+    :func:`hub_address` does not open within ``timeout`` seconds, name lookup included. huggingface_hub itself retries
+    an unreachable Hub with back-off for half a minute or more before it fails."""
+    if offline_mode():
+        return False
+    address, opened = hub_address(), []
+
+    def connect() -> None:
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+            opened.append(True)
+        except OSError:
+            pass
+
+    probe = threading.Thread(target=connect, daemon=True)  # a thread: name lookup has no timeout of its own
+    probe.start()
+    probe.join(timeout)
+    return bool(opened)
+
+
+def in_hub_cache(repo_id: str) -> bool:
+    """Whether the HF cache holds ``repo_id``'s config.json and weights (what loading it offline reads)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    def cached(filename: str) -> bool:
+        return isinstance(try_to_load_from_cache(repo_id, filename), str)
+
+    return cached("config.json") and any(cached(name) for name in HUB_WEIGHT_FILES)
+
+
+def go_offline() -> None:
+    """Offline mode for this process and those it starts: transformers, PEFT and TRL read the HF cache only, at once,
+    instead of retrying the Hub. (huggingface_hub reads HF_HUB_OFFLINE once, at import: its constant is set too.)"""
+    import sys
+
+    from huggingface_hub import constants
+
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants.HF_HUB_OFFLINE = True
+    datasets_config = sys.modules.get("datasets.config")
+    if datasets_config is not None:
+        datasets_config.HF_HUB_OFFLINE = True
+
+
+def check_hub_model(repo_id: str) -> None:
+    """Before a Hub id loads: where the Hub cannot be reached, a model in the HF cache loads from it in offline mode,
+    and any other fails at once with :class:`LaunchError` naming the fixes (not after huggingface_hub's retries)."""
+    if hub_reachable():
+        return
+    from huggingface_hub import constants
+
+    offline = offline_mode()
+    if in_hub_cache(repo_id):
+        if not offline:
+            host, port = hub_address()
+            logger.warning("The Hugging Face Hub (%s:%s) cannot be reached: loading %s from the HF cache, offline "
+                           "(HF_HUB_OFFLINE=1).", host, port, repo_id)
+        go_offline()
+        return
+    why = "offline mode is on (HF_HUB_OFFLINE=1)" if offline else \
+        "the Hugging Face Hub ({}:{}) cannot be reached from this machine".format(*hub_address())
+    raise LaunchError(
+        f"Model {repo_id!r} is not a local directory, so it is a Hub id, but {why} and the HF cache "
+        f"({constants.HF_HUB_CACHE}) does not hold it. Give a local model directory, {SMOLLM2_NAME} (the offline "
+        f"model), or download it where the Hub is reachable (`hf download {repo_id}`) into this machine's HF cache."
+    )
+
+
 def resolve_model_path(name_or_path: str) -> str:
-    """Map ``"smollm2-135m-instruct"`` to a cached, converted model directory; return anything else unchanged.
+    """Map ``"smollm2-135m-instruct"`` to a cached, converted model directory; return anything else unchanged, after
+    :func:`check_hub_model` for a Hub id (the one place every tool resolves its model).
 
     >>> resolve_model_path("/models/my-model")
     '/models/my-model'
     """
     if name_or_path.lower() != SMOLLM2_NAME:
+        if looks_like_hub_id(name_or_path) and not os.path.exists(os.path.expanduser(name_or_path)):
+            check_hub_model(name_or_path)
         return name_or_path
     target = cache_dir() / SMOLLM2_NAME
     if not (target / "config.json").is_file():

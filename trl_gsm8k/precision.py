@@ -26,7 +26,7 @@ import platform
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
-from .errors import LaunchError
+from .errors import NeedsGPU
 
 # torch.cpu.get_capabilities() keys of the instruction sets that compute bf16 natively, best first.
 NATIVE_CPU_BF16 = (("amx_bf16", "AMX-BF16"), ("avx512_bf16", "AVX512-BF16"))
@@ -108,14 +108,14 @@ def check_precision(bf16: bool, fp16: bool, use_cpu: bool, cuda_available: bool 
         cuda_available = torch.cuda.is_available()
     on_cpu = use_cpu or not cuda_available
     if fp16 and on_cpu:
-        raise LaunchError(
+        raise NeedsGPU(
             "fp16: true needs a GPU, and this run is on the CPU (PyTorch has no fp16 mixed precision there). Set "
-            "`fp16: false`, and `bf16: auto` for bf16 where the CPU computes it natively."
+            "`fp16: false`, and `bf16: auto` for bf16 where the CPU computes it natively.", {"fp16": "false"}
         )
     if bf16 and on_cpu and not allow_emulated:
         native = native_cpu_bf16() if cpu_bf16 is False else cpu_bf16
         if native is None:
-            raise LaunchError(_emulated_line(cpu_name()))
+            raise NeedsGPU(_emulated_line(cpu_name()), {"bf16": "false"})
 
 
 class Precision(NamedTuple):
@@ -156,4 +156,4 @@ def resolve_bf16(requested: bool | str | None, fp16: bool, use_cpu: bool, allow_
     if allow_emulated:
         return Precision(True, True, f"bf16 emulated on this CPU ({cpu_name()}: no AMX-BF16 or AVX512-BF16), "
                                      "slower than fp32 (allow_emulated_bf16: true).")
-    raise LaunchError(_emulated_line(cpu_name()))
+    raise NeedsGPU(_emulated_line(cpu_name()), {"bf16": "false"})

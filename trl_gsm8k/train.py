@@ -23,6 +23,7 @@ from transformers import TrainerCallback
 
 from .checks import (
     available_memory_bytes,
+    check_cpu_settings,
     check_distributed_environment,
     check_fits_in_memory,
     check_model_config,
@@ -31,8 +32,8 @@ from .checks import (
 from .config import GSM8KScriptArguments, parse
 from .data import SYSTEM_PROMPT, load_gsm8k
 from .doctor import Doctor
-from .errors import LaunchError
-from .models import ensure_pad_token, resolve_model_path
+from .errors import LaunchError, error_line, recorded
+from .models import ensure_pad_token, realias_tied_weights, resolve_model_path
 from .rewards import get_reward_funcs
 from .trainer import GSM8KGRPOConfig, GSM8KGRPOTrainer
 
@@ -60,6 +61,7 @@ def build_trainer(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOCon
     check_distributed_environment(training_args.gradient_accumulation_steps)
     check_precision(training_args.bf16, training_args.fp16, training_args.use_cpu,
                     allow_emulated=training_args.allow_emulated_bf16)
+    check_cpu_settings(training_args, model_args)
     note = getattr(training_args, "precision_note", None)  # set by GSM8KGRPOConfig when it chose or emulates bf16
     if note and training_args.process_index == 0:
         print(note, file=sys.stderr, flush=True)
@@ -105,6 +107,11 @@ def build_trainer(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOCon
         peft_config=get_peft_config(model_args),
         quantization_config=get_quantization_config(model_args),
     )
+    if model_args.use_peft:
+        # The adapter names its base as the user did, not as the path it was loaded from (for our offline model, this
+        # machine's cache): our offline name and a Hub id resolve on any machine; a local path stays as given.
+        for peft_config in trainer.model.peft_config.values():
+            peft_config.base_model_name_or_path = model_args.model_name_or_path
     return trainer
 
 
@@ -139,8 +146,9 @@ def _checkpoint_step(checkpoint: str) -> int | None:
         return None
 
 
-def main(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOConfig, model_args) -> str:
-    """Train; returns the output directory."""
+def main(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOConfig, model_args,
+         recipe: str | None = None) -> str:
+    """Train; returns the output directory. ``recipe``: the YAML it was read from, for the closing hint."""
     resume = resolve_resume(training_args.resume_from_checkpoint, training_args.output_dir)  # before any weights load
     trainer = build_trainer(script_args, training_args, model_args)
     doctor = Doctor(trainer) if script_args.doctor else None
@@ -151,7 +159,7 @@ def main(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOConfig, mode
         print(f"Resuming from {resume} (step {_checkpoint_step(resume)}{of}).", file=sys.stderr, flush=True)
     stop = StopOnInterrupt(trainer, resumed_from=resume)
     trainer.add_callback(stop)
-    with stop.installed():
+    with stop.installed(), _expected_accumulation_warning_dropped(training_args.gradient_accumulation_steps):
         try:
             result = trainer.train(resume_from_checkpoint=resume)
         except TrainingInterrupted:  # Ctrl-C aborted a step: the state is the last completed step's
@@ -173,8 +181,35 @@ def main(script_args: GSM8KScriptArguments, training_args: GSM8KGRPOConfig, mode
     if trainer.accelerator.is_main_process:
         _write_run_info(trainer, training_args.output_dir, doctor)
         _write_curves(training_args.output_dir)
-        trainer.accelerator.print(_summary(training_args.output_dir, model_args.use_peft, doctor))
+        trainer.accelerator.print(_summary(training_args.output_dir, model_args.use_peft, doctor, recipe))
     return training_args.output_dir
+
+
+class _ExpectedAccumulationWarning(logging.Filter):
+    """Drops accelerate's "Gradient accumulation steps mismatch: GradientAccumulationPlugin has 1, DeepSpeed config has
+    N" when N is the recipe's gradient_accumulation_steps. transformers' Trainer gives Accelerate's plugin 1 step on
+    purpose (it accumulates itself) and fills the DeepSpeed config's "auto" with the recipe's N; at `prepare` accelerate
+    sees 1 ≠ N, warns, and uses N: the run accumulates exactly as the recipe says (tests/test_launch.py checks ZeRO-2
+    against a plain run). A mismatch with the recipe is refused before this (checks.check_distributed_environment);
+    any other value still warns."""
+
+    def __init__(self, steps: int) -> None:
+        super().__init__()
+        self.expected = f"GradientAccumulationPlugin has 1, DeepSpeed config has {steps}. Using DeepSpeed's value."
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.expected not in record.getMessage()
+
+
+@contextlib.contextmanager
+def _expected_accumulation_warning_dropped(steps: int):
+    source = logging.getLogger("accelerate.accelerator")  # accelerate.Accelerator._prepare_deepspeed logs it
+    dropped = _ExpectedAccumulationWarning(steps)
+    source.addFilter(dropped)
+    try:
+        yield
+    finally:
+        source.removeFilter(dropped)
 
 
 class TrainingInterrupted(BaseException):
@@ -330,6 +365,11 @@ class _CLITrainer(GSM8KGRPOTrainer):
     def _get_output_dir(self, trial):
         return self._staging or super()._get_output_dir(trial)
 
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:
+        if state_dict is not None:  # DeepSpeed's gathered copy: its tied lm_head would be written twice
+            state_dict = realias_tied_weights(self.accelerator.unwrap_model(self.model), state_dict)
+        super()._save(output_dir, state_dict)
+
     def _save_checkpoint(self, model, trial) -> None:
         import shutil
 
@@ -481,7 +521,7 @@ def _write_curves(output_dir: str) -> None:
         logger.warning("Could not draw the training curves: %s", exc)
 
 
-def _summary(output_dir: str, use_peft: bool, doctor: Doctor | None = None) -> str:
+def _summary(output_dir: str, use_peft: bool, doctor: Doctor | None = None, recipe: str | None = None) -> str:
     weights = "adapter_model.safetensors (the LoRA adapter; merge it with python -m trl_gsm8k.export)" if use_peft \
         else "model.safetensors (the trained model)"
     lines = [
@@ -495,17 +535,41 @@ def _summary(output_dir: str, use_peft: bool, doctor: Doctor | None = None) -> s
                      " and the doctor's diagnoses")
     if os.path.isfile(os.path.join(output_dir, "training_curves.png")):
         lines.append("  training_curves.png  reward, accuracy and other curves over steps")
-    lines.append(f"Evaluate it: python -m trl_gsm8k.evaluate --model {output_dir} --limit 200")
+    # With the recipe, the evaluator prompts as training did (its system_prompt) within its max_completion_length.
+    same_prompt = f" --recipe {recipe}" if recipe else ""
+    lines.append(f"Evaluate it: python -m trl_gsm8k.evaluate --model {output_dir}{same_prompt} --limit 200")
     if doctor is not None:
         lines += doctor.summary_lines()
     return "\n".join(lines)
 
 
+def recipe_of(argv: list[str] | None) -> str | None:
+    """The ``--config`` file of a command line (TrlParser's flag), or None.
+
+    >>> recipe_of(["--config", "recipes/a.yaml", "--max_steps", "2"]), recipe_of(["--config=b.yaml"]), recipe_of([])
+    ('recipes/a.yaml', 'b.yaml', None)
+    """
+    argv = sys.argv[1:] if argv is None else argv
+    for i, arg in enumerate(argv):
+        if arg == "--config" and i + 1 < len(argv):
+            return argv[i + 1]
+        if arg.startswith("--config="):
+            return arg.split("=", 1)[1]
+    return None
+
+
+_CLI_ERRORS = (LaunchError, FileNotFoundError)  # printed as one `error:` line; anything else is a bug: a traceback
+
+
+def _run(argv: list[str] | None) -> str:
+    return main(*parse(argv), recipe=recipe_of(argv))
+
+
 def cli(argv: list[str] | None = None) -> None:
     try:
-        main(*parse(argv))
-    except (LaunchError, FileNotFoundError) as exc:
-        raise SystemExit(f"error: {exc}") from None
+        recorded(_run, _CLI_ERRORS)(argv)  # under `accelerate launch`, the launcher's root cause is this line too
+    except _CLI_ERRORS as exc:
+        raise SystemExit(error_line(exc)) from None
 
 
 if __name__ == "__main__":

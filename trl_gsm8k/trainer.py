@@ -15,6 +15,8 @@ pinned by ``tests/test_trainer.py``:
   homogeneous of degree 1 in ``(inputs["advantages"], self.beta)`` for every loss type, and ``grpo``, ``sapo``,
   ``luspo`` (a mean over rows) and ``dr_grpo`` (``per_token_loss.size(0)``) divide by the micro-batch's row count:
   see ``_masked_rows_scale``.
+- ``_generate_single_turn(...)`` is the generation backend's call (Transformers, paged or vLLM) and returns
+  ``(completion_ids, ...)`` with one list of token ids per completion; it is timed for ``GENERATION_SECONDS``.
 - With ``dynamic_sampling``, the rounds' outputs are stacked row by row: ``_concat_rows`` knows the keys of TRL's
   text-only output and refuses any other (a new key fails loudly instead of being dropped). ``_prepare_inputs``
   shuffles and splits the merged batch with the extra 0-dim ``num_loss_rows_in_batch`` passed through unchanged, as
@@ -28,9 +30,11 @@ adapter disabled (the base model), so no copy is made.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import torch
+from transformers import TrainerCallback
 from trl import GRPOTrainer
 
 from trl_gsm8k.advantages import group_advantages, zero_std_groups
@@ -40,6 +44,12 @@ from trl_gsm8k.sampling import informative_groups, keep_groups, refill_indices
 logger = logging.getLogger(__name__)
 
 DYNAMIC_SAMPLING_STATE = "GSM8KDynamicSampling"  # key in TrainerState.stateful_callbacks
+
+# Where a step's time goes, logged each step beside TRL's metrics (TRL's own profiling timings reach only wandb, mlflow
+# and trackio, not trainer_state.json). Seconds are this process's: each process generates its own completions.
+STEP_SECONDS = "timing/step_seconds"  # an optimizer step's wall time, from on_step_begin to on_step_end
+GENERATION_SECONDS = "timing/generation_seconds"  # of it, in the generation backend (0 where a step reuses a buffer)
+GENERATION_TOKENS_PER_SECOND = "generation/tokens_per_second"  # completion tokens this process generated per second
 
 # TRL 1.16's loss types by what `GRPOTrainer._compute_loss` divides the summed per-token loss by. A row whose completion
 # mask is all 0 adds nothing to a count of tokens, but still counts as a row (tests/test_sampling.py pins the lists
@@ -68,6 +78,8 @@ class GSM8KGRPOTrainer(GRPOTrainer):
         self._capture_logps = False
         self._captured_logps: torch.Tensor | None = None
         self._warned_short_batch = False
+        self._generation_seconds = 0.0  # in the optimizer step under way (_StepTimer reads and resets it)
+        self.add_callback(_StepTimer(self))
         if self.args.dynamic_sampling:
             if self.args.dynamic_sampling_reward not in self.reward_func_names:
                 raise ValueError(
@@ -88,6 +100,19 @@ class GSM8KGRPOTrainer(GRPOTrainer):
                     f"normalisation (known: {ROW_NORMALISED_LOSSES + TOKEN_NORMALISED_LOSSES}, trl 1.16.x): use one "
                     "of those, or dynamic_sampling_fill: trained."
                 )
+
+    # --- generation throughput ---------------------------------------------------------------------------------
+
+    def _generate_single_turn(self, *args: Any, **kwargs: Any):
+        """TRL's generation call (Transformers, paged or vLLM), timed: tokens per second and the step's share."""
+        start = time.perf_counter()
+        completion_ids, *rest = super()._generate_single_turn(*args, **kwargs)
+        seconds = time.perf_counter() - start
+        self._generation_seconds += seconds
+        if self.model.training and seconds > 0:
+            tokens = sum(len(ids) for ids in completion_ids)
+            self._metrics["train"][GENERATION_TOKENS_PER_SECOND].append(tokens / seconds)
+        return (completion_ids, *rest)
 
     # --- advantages -------------------------------------------------------------------------------------------
 
@@ -341,6 +366,27 @@ class GSM8KGRPOTrainer(GRPOTrainer):
 _LEFT_PADDED = ("prompt_ids", "prompt_mask")
 _RIGHT_PADDED = ("completion_ids", "completion_mask", "old_per_token_logps", "ref_per_token_logps", "tool_mask")
 _MASKS = ("completion_mask", "tool_mask")
+
+
+class _StepTimer(TrainerCallback):
+    """Logs each optimizer step's wall time and the seconds of it spent generating (`STEP_SECONDS`,
+    `GENERATION_SECONDS`): on_step_end runs before the Trainer logs, so both land in that step's log line."""
+
+    def __init__(self, trainer: GSM8KGRPOTrainer) -> None:
+        self.trainer = trainer
+        self._start: float | None = None
+
+    def on_step_begin(self, args, state, control, **kwargs):
+        self._start = time.perf_counter()
+        self.trainer._generation_seconds = 0.0
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._start is None:
+            return
+        metrics = self.trainer._metrics["train"]
+        metrics[STEP_SECONDS].append(time.perf_counter() - self._start)
+        metrics[GENERATION_SECONDS].append(self.trainer._generation_seconds)
+        self._start = None
 
 
 def _group_rows(groups: torch.Tensor, num_generations: int) -> torch.Tensor:
