@@ -3,6 +3,9 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+# As an activated venv: its tools first. DeepSpeed builds its CPU ops with the `ninja` on PATH, and a system ninja of
+# another version than the venv's makes every switch between `make demo` and an activated shell rebuild them (~80 s).
+export PATH := $(abspath $(BIN)):$(PATH)
 # CPU build when no NVIDIA driver is present; the CUDA build from PyPI otherwise.
 TORCH ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo torch || echo torch==2.13.0)
 DEMO_RECIPE ?= recipes/smollm2-135m_cpu_demo.yaml

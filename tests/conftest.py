@@ -1,6 +1,7 @@
 """Shared fixtures: a tiny random Llama with the real SmolLM2 tokenizer, saved once per session."""
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,13 @@ settings.register_profile("thorough", max_examples=5_000, **_PROFILE)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "dev"))
 
 TOKENIZER_DIR = Path(__file__).parent / "assets" / "tokenizer"
+
+# Every command the tests start finds this environment's tools first, as in an activated venv (and as `make` runs
+# them): above all its `ninja`, which builds DeepSpeed's ops. A system ninja of another version alternating with it
+# makes each switch rebuild CPU Adam from scratch (~80 s on 2 cores; seen twice per CI run before this).
+_BIN = str(Path(sys.executable).parent)
+if os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
+    os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
 
 
 def build_tiny_model_dir(path: Path, seed: int = 0, tie_word_embeddings: bool = False) -> Path:

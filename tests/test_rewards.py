@@ -363,11 +363,11 @@ def test_declarations_are_checked_when_the_reward_is_made_and_shown():
 
 
 def test_readme_snippet_runs():
-    """The README's "Use the reward in your own TRL job" example, run as the doctest it is."""
+    """The README's "Other templates" example, run as the doctest it is."""
     import doctest
 
     readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
-    section = readme.split("### Use the reward in your own TRL job", 1)[1].split("\n#", 1)[0]
+    section = readme.split("### Other templates: tags, JSON, boxed", 1)[1].split("\n#", 1)[0]
     snippet = section.split("```python", 1)[1].split("\n```\n", 1)[0]
     runner = doctest.DocTestRunner()
     runner.run(doctest.DocTestParser().get_doctest(snippet, {}, "README", "README.md", 0))

@@ -1,44 +1,51 @@
-"""Our rewards load by dotted path in a plain TRL job: the real `trl grpo` CLI, offline, on a tiny random model."""
+"""Our rewards load by dotted path in a plain TRL job: the README's `trl grpo` block (bundled GSM8K exported with
+`python -m trl_gsm8k.data export`, the offline model's folder by name), run as printed, offline, on a tiny model."""
 
 import json
-import os
 import subprocess
-import sys
-from pathlib import Path
 
-from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+import pytest
 
-from trl_gsm8k.data import read_rows
-
-TOKENIZER = Path(__file__).parent / "assets" / "tokenizer"
+from test_readme import scratch, shell_script, trl_cli_block
+from trl_gsm8k.data import SYSTEM_PROMPT, build_prompt, export_gsm8k, load_gsm8k, main, read_rows
 
 
-def test_trl_cli_trains_with_rewards_by_dotted_path(tmp_path):
-    tokenizer = AutoTokenizer.from_pretrained(TOKENIZER)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
-    )
-    model_dir, data_dir, out_dir = tmp_path / "model", tmp_path / "data", tmp_path / "out"
-    LlamaForCausalLM(config).save_pretrained(model_dir)
-    tokenizer.save_pretrained(model_dir)
-    data_dir.mkdir()
-    with open(data_dir / "train.jsonl", "w") as f:
-        for row in read_rows("train")[:4]:  # plain-text prompts + the raw GSM8K answer text
-            f.write(json.dumps({"prompt": row["question"], "answer": row["answer"]}) + "\n")
-
-    cmd = [
-        str(Path(sys.executable).with_name("trl")), "grpo",
-        "--model_name_or_path", str(model_dir), "--dataset_name", str(data_dir), "--output_dir", str(out_dir),
-        "--reward_funcs", "trl_gsm8k.rewards.correctness_reward", "trl_gsm8k.rewards.shaped_reward",
-        "--max_steps", "1", "--per_device_train_batch_size", "2", "--num_generations", "2",
-        "--max_completion_length", "8", "--bf16", "false", "--use_cpu", "true", "--report_to", "none",
-        "--logging_steps", "1", "--save_strategy", "no",
-    ]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-    result = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
+def test_readme_trl_grpo_block_trains_with_rewards_by_dotted_path(tmp_path):
+    block = trl_cli_block()
+    result = subprocess.run(["bash", "-c", shell_script(block)], cwd=tmp_path, env=scratch(tmp_path),
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"{block}:\n{result.stdout[-2000:]}\n{result.stderr[-3000:]}"
     logs = result.stdout + result.stderr
-    assert "rewards/correctness_reward/mean" in logs and "rewards/shaped_reward/mean" in logs, logs[-3000:]
-    assert (out_dir / "model.safetensors").is_file()
+    assert "rewards/correctness_reward/mean" in logs and "rewards/format_reward/mean" in logs, logs[-3000:]
+    assert (tmp_path / "outputs" / "trl-grpo" / "model.safetensors").is_file()
+    # What TRL trained on: the whole bundled train split, with the prompt training uses and the gold number.
+    rows = [json.loads(line) for line in (tmp_path / "gsm8k" / "train.jsonl").read_text().splitlines()]
+    first = read_rows("train")[0]
+    assert len(rows) == 7473 and set(rows[0]) == {"prompt", "answer"}
+    assert rows[0] == {"prompt": build_prompt(first["question"]), "answer": first["answer"].rsplit("#### ", 1)[1]}
+
+
+def test_export_writes_what_load_gsm8k_gives(tmp_path):
+    path = export_gsm8k(tmp_path / "d", "test", limit=3, prompt_format="plain")
+    expected = load_gsm8k("test", prompt_format="plain", limit=3)
+    rows = [json.loads(line) for line in path.read_text().splitlines()]
+    assert path == tmp_path / "d" / "test.jsonl"
+    assert rows == [{"prompt": p, "answer": a} for p, a in zip(expected["prompt"], expected["answer"])]
+    assert rows[0]["prompt"].startswith(SYSTEM_PROMPT)
+
+    from datasets import load_dataset  # the folder loads as `trl grpo --dataset_name DIR` loads it
+
+    assert load_dataset(str(tmp_path / "d"), split="test")[0] == rows[0]
+
+
+def test_export_cli_errors_are_one_line(tmp_path, capsys):
+    (tmp_path / "file").write_text("")
+    assert main(["export", str(tmp_path / "file")]) == 1
+    assert main(["export", str(tmp_path / "d"), "--limit", "0"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(line.startswith("error: ") for line in err), err
+    assert "limit must be a positive number" in err[1]
+    assert main(["export", str(tmp_path / "d"), "--limit", "2"]) == 0
+    assert "Wrote 2 train problems (chat prompts)" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["export", str(tmp_path / "d"), "--split", "dev"])

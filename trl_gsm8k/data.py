@@ -2,13 +2,18 @@
 
 The original release (train 7,473 / test 1,319 rows, MIT, Cobbe et al. 2021) ships inside the package, so training,
 evaluation and tests work offline. A local directory of the release files or the Hub dataset are one argument away.
+
+``python -m trl_gsm8k.data export DIR`` writes a split as a dataset folder that plain TRL loads
+(``trl grpo --dataset_name DIR``): see :func:`export_gsm8k`.
 """
 
 from __future__ import annotations
 
+import argparse
 import gzip
 import json
 import os
+import sys
 from importlib import resources
 from pathlib import Path
 from typing import Literal
@@ -142,3 +147,73 @@ def _read_jsonl(lines, where: str) -> list[dict]:
         except json.JSONDecodeError as exc:
             raise ValueError(f"{where}, line {n}: not valid JSON ({exc.msg})") from None
     return rows
+
+
+EXPORT_COLUMNS = ("prompt", "answer")
+"""What an exported row holds. Not ``solution``: TRL's own rewards (``accuracy_reward``) read ``solution`` as the gold,
+and ours is the worked solution text, so a job mixing them would score against the wrong column."""
+
+
+def export_gsm8k(
+    directory: str | os.PathLike,
+    split: str = "train",
+    limit: int | None = None,
+    prompt_format: PromptFormat = "chat",
+    source: str = BUNDLED,
+    system_prompt: str = SYSTEM_PROMPT,
+) -> Path:
+    """Write one split as ``DIR/<split>.jsonl`` (columns ``prompt``, ``answer``), a folder `datasets.load_dataset`
+    and ``trl grpo --dataset_name DIR`` load; return the file's path.
+
+    The prompt is :func:`build_prompt`'s, the one training uses. ``chat`` (the default, as in training) suits a model
+    with a chat template: TRL applies it to the messages. ``plain`` is one text prompt, for a base model without one.
+
+    Raises:
+        ValueError: as :func:`load_gsm8k` does (split, limit, a bad row).
+        OSError: when ``directory`` cannot be created or written (e.g. it is a file).
+
+    >>> import tempfile
+    >>> path = export_gsm8k(tempfile.mkdtemp(), "test", limit=2)
+    >>> path.name, json.loads(path.read_text().splitlines()[0])["answer"]
+    ('test.jsonl', '18')
+    """
+    dataset = load_gsm8k(split, source, prompt_format, system_prompt, limit=limit)
+    directory = Path(os.path.expanduser(directory))
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{split}.jsonl"
+    with open(path, "w", encoding="utf-8") as f:
+        for row in dataset.select_columns(list(EXPORT_COLUMNS)):
+            # ASCII escapes: a raw U+2028 in a question would end the line for readers that split on Unicode breaks.
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m trl_gsm8k.data",
+        description="The bundled GSM8K as a dataset folder for plain TRL: `trl grpo --dataset_name DIR`.",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    export = commands.add_parser("export", help="write DIR/<split>.jsonl with the columns prompt and answer")
+    export.add_argument("directory", metavar="DIR", help="the folder to write (created if missing)")
+    export.add_argument("--split", default="train", choices=SPLITS)
+    export.add_argument("--limit", type=int, default=None, help="the first N problems only")
+    export.add_argument("--prompt-format", default="chat", choices=("chat", "plain"),
+                        help="chat messages (default, as training uses; TRL applies the model's chat template) or one "
+                             "plain-text prompt (a base model without a chat template)")
+    export.add_argument("--source", default=BUNDLED,
+                        help=f"'{BUNDLED}' (default), a directory of the release's jsonl files, or {HUB_DATASET!r}")
+    args = parser.parse_args(argv)
+    try:
+        path = export_gsm8k(args.directory, args.split, args.limit, args.prompt_format, args.source)
+    except (ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    rows = sum(1 for _ in open(path, encoding="utf-8"))
+    print(f"Wrote {rows} {args.split} problems ({args.prompt_format} prompts) to {path}: "
+          f"trl grpo --dataset_name {path.parent} loads it.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

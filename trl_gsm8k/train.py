@@ -534,7 +534,8 @@ def _summary(output_dir: str, use_peft: bool, doctor: Doctor | None = None, reci
         lines.append("  run_info.json        how the run was launched (processes, DeepSpeed stage, offload, precision)"
                      " and the doctor's diagnoses")
     if os.path.isfile(os.path.join(output_dir, "training_curves.png")):
-        lines.append("  training_curves.png  reward, accuracy and other curves over steps")
+        lines.append("  training_curves.png  the reward and each of its terms, declared answers, truncation, step time "
+                     "and every other metric that moved (flat ones named with their value)")
     # With the recipe, the evaluator prompts as training did (its system_prompt) within its max_completion_length.
     same_prompt = f" --recipe {recipe}" if recipe else ""
     lines.append(f"Evaluate it: python -m trl_gsm8k.evaluate --model {output_dir}{same_prompt} --limit 200")
