@@ -390,7 +390,8 @@ def _batch_generation_advice(share: float, tokens_per_second: float | None, sett
         " On a GPU, use_vllm: true generates several times faster than Transformers.")
     return (f"generation takes {100 * share:.0f} % of each step ({calls}{rate}): batch more completions per call. "
             f"steps_per_generation: {2 * steps} generates {2 * steps} micro-batches' completions in one call (the "
-            "later ones are then off-policy, and TRL's importance ratio corrects them), or more prompts per step: "
+            "later ones are then off-policy: TRL corrects them by importance ratio, at the price of one more forward "
+            "pass over them unless gradient_accumulation_steps is a multiple of it), or more prompts per step: "
             f"per_device_train_batch_size: {2 * per_device if per_device else 'x2'} (scale learning_rate with the "
             f"batch).{vllm} Compare timing/step_seconds per completion before and after: a bigger batch pays only "
             "where the hardware was not saturated.")
