@@ -23,7 +23,6 @@ from conftest import build_tiny_model_dir
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
-BIN = Path(sys.executable).parent
 # The additions the README documents, by kind of command (its "Try any command quickly" and the sentence after).
 TRAIN_ADD = " --max_steps 1 --max_completion_length 8"
 ADDITIONS = [  # (pattern of the command, what is appended)
@@ -128,8 +127,7 @@ def scratch(tmp: Path) -> dict:
         (tmp / name).symlink_to(ROOT / name)
     build_tiny_model_dir(tmp / "cache" / "smollm2-135m-instruct")
     return {**os.environ, "TRL_GSM8K_CACHE": str(tmp / "cache"), "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}"}
+            "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}  # PATH: the venv's first (conftest.py)
 
 
 # --- fast: every block is known, every exemption is allowed, every link resolves ----------------------------------
